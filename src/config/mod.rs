@@ -1,0 +1,192 @@
+//! Configuration: the TOML file (`file`), its validation into typed values
+//! (`validate`), and the typed `Config` the rest of the proxy is built from.
+
+mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::parse_config;
+
+/// A validated configuration with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the config was read from (`None` for the embedded demo config).
+    pub path: Option<PathBuf>,
+    pub global: Global,
+    pub admin: Option<Admin>,
+    pub listeners: Vec<Listener>,
+    pub vhosts: Vec<Vhost>,
+    pub upstreams: Vec<Upstream>,
+    /// Things that are allowed but probably not what the user meant.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    pub shutdown_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_request_header_size: usize,
+    /// `None` means unlimited (`0` in the file).
+    pub max_request_body: Option<u64>,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_request_header_size: 64 * 1024,
+            max_request_body: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vhost {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    /// Names of the listeners this vhost is served on (all of them by default).
+    pub listeners: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+/// How a vhost claims a Host header: exact name, `*.suffix`, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostPattern {
+    /// Lower-cased full name.
+    Exact(String),
+    /// Lower-cased suffix including its leading dot: `*.shop.example.com` is `.shop.example.com`.
+    Suffix(String),
+    /// `*`: any host that no other vhost names.
+    Any,
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub path: String,
+    pub upstream: String,
+    pub strip_prefix: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: String,
+    pub strategy: StrategyKind,
+    pub servers: Vec<Server>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    /// `None` means unlimited (`0` in the file).
+    pub max_connections_per_server: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    /// `host:port` exactly as written; names are resolved by DNS when connecting.
+    pub addr: String,
+    pub weight: u32,
+}
+
+/// The balancing strategies a config can name (shared/SPEC.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyKind {
+    RoundRobin,
+    Random,
+    Weighted,
+    WeightedRandom,
+}
+
+impl StrategyKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::RoundRobin => "round_robin",
+            StrategyKind::Random => "random",
+            StrategyKind::Weighted => "weighted",
+            StrategyKind::WeightedRandom => "weighted_random",
+        }
+    }
+}
+
+/// One problem in a config file, located by line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors(vec![ConfigError {
+            file: display.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the file: {error}"),
+        }])
+    })?;
+    let mut config = parse_config(&text, &display)?;
+    config.path = Some(path.to_path_buf());
+    Ok(config)
+}

@@ -1,0 +1,640 @@
+//! Turns the TOML shape (`file::FileConfig`) into a typed `Config`: defaults
+//! applied, every rule of shared/SPEC.md §2 checked, and every error located by
+//! file, line and column. All errors are collected, not just the first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::file::{FileConfig, SizeValue, UpstreamSection, VhostSection};
+use super::{
+    Admin, Config, ConfigError, ConfigErrors, Global, HostPattern, Listener, Route, Server,
+    StrategyKind, Upstream, Vhost,
+};
+
+/// The smallest request-head limit: hyper's smallest read buffer.
+pub const MIN_HEADER_LIMIT: u64 = 8 * 1024;
+
+/// The highest weight a server may have.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// Parses and validates config text; `file` names it in error messages.
+pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut checker = Checker {
+        text,
+        file,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let parsed: FileConfig = match toml::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let span = error.span().unwrap_or(0..0);
+            checker.error(span, error.message().to_string());
+            return Err(ConfigErrors(checker.errors));
+        }
+    };
+    let config = checker.check(parsed);
+    if checker.errors.is_empty() {
+        Ok(config)
+    } else {
+        checker.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(checker.errors))
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    file: &'a str,
+    errors: Vec<ConfigError>,
+    warnings: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_and_column(self.text, span.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn warn(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_and_column(self.text, span.start);
+        self.warnings
+            .push(format!("{}:{line}:{column}: {message}", self.file));
+    }
+
+    fn check(&mut self, file: FileConfig) -> Config {
+        let global = self.global(&file);
+        let admin = file.admin.as_ref().and_then(|admin| self.admin(admin));
+        let listeners = self.listeners(&file);
+        let upstreams = self.upstreams(&file);
+        let vhosts = self.vhosts(&file, &listeners, &upstreams);
+        Config {
+            path: None,
+            global,
+            admin,
+            listeners,
+            vhosts,
+            upstreams,
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn global(&mut self, file: &FileConfig) -> Global {
+        let section = &file.global;
+        let defaults = Global::default();
+        Global {
+            shutdown_timeout: self.duration_or(
+                &section.shutdown_timeout,
+                "shutdown_timeout",
+                defaults.shutdown_timeout,
+            ),
+            header_read_timeout: self.duration_or(
+                &section.header_read_timeout,
+                "header_read_timeout",
+                defaults.header_read_timeout,
+            ),
+            idle_timeout: self.duration_or(
+                &section.idle_timeout,
+                "idle_timeout",
+                defaults.idle_timeout,
+            ),
+            max_connections: match &section.max_connections {
+                Some(value) if *value.get_ref() < 1 => {
+                    self.error(value.span(), "max_connections must be at least 1".into());
+                    defaults.max_connections
+                }
+                Some(value) => *value.get_ref() as usize,
+                None => defaults.max_connections,
+            },
+            max_request_header_size: match &section.max_request_header_size {
+                Some(value) => match self.size(value, "max_request_header_size") {
+                    Some(size) if size < MIN_HEADER_LIMIT => {
+                        self.error(
+                            value.span(),
+                            format!("max_request_header_size must be at least {MIN_HEADER_LIMIT} bytes (8KiB)"),
+                        );
+                        defaults.max_request_header_size
+                    }
+                    Some(size) => usize::try_from(size).unwrap_or(usize::MAX),
+                    None => defaults.max_request_header_size,
+                },
+                None => defaults.max_request_header_size,
+            },
+            max_request_body: match &section.max_request_body {
+                Some(value) => match self.size(value, "max_request_body") {
+                    Some(0) | None => None,
+                    Some(size) => Some(size),
+                },
+                None => defaults.max_request_body,
+            },
+        }
+    }
+
+    fn admin(&mut self, admin: &Spanned<super::file::AdminSection>) -> Option<Admin> {
+        let section = admin.get_ref();
+        let listen = self.socket_addr(&section.listen, "admin listen")?;
+        let token = section.token.as_ref().map(|t| t.get_ref().clone());
+        if let Some(token) = &section.token {
+            if token.get_ref().is_empty() {
+                self.error(token.span(), "admin token must not be empty".into());
+            }
+        }
+        if token.is_none() && !listen.ip().is_loopback() {
+            self.error(
+                section.listen.span(),
+                format!(
+                    "admin listen {listen} is not a loopback address, so [admin] needs a token"
+                ),
+            );
+        }
+        Some(Admin { listen, token })
+    }
+
+    fn listeners(&mut self, file: &FileConfig) -> Vec<Listener> {
+        if file.listeners.is_empty() {
+            self.error(
+                0..0,
+                "no listeners: add at least one [listeners.NAME] with a listen address".into(),
+            );
+        }
+        let mut seen_addrs: HashMap<SocketAddr, String> = HashMap::new();
+        let mut listeners = Vec::new();
+        for (name, section) in &file.listeners {
+            self.name(name, "listener");
+            let section_ref = section.get_ref();
+            if let Some(tls) = &section_ref.tls {
+                self.error(
+                    tls.span(),
+                    "tls on listeners is not supported by this build yet".into(),
+                );
+            }
+            let Some(listen) = self.socket_addr(&section_ref.listen, "listen") else {
+                continue;
+            };
+            if let Some(other) = seen_addrs.insert(listen, name.get_ref().clone()) {
+                self.error(
+                    section_ref.listen.span(),
+                    format!("listen address {listen} is already used by listener `{other}`"),
+                );
+            }
+            listeners.push(Listener {
+                name: name.get_ref().clone(),
+                listen,
+            });
+        }
+        listeners
+    }
+
+    fn upstreams(&mut self, file: &FileConfig) -> Vec<Upstream> {
+        file.upstreams
+            .iter()
+            .map(|(name, section)| self.upstream(name, section))
+            .collect()
+    }
+
+    fn upstream(&mut self, name: &Spanned<String>, section: &Spanned<UpstreamSection>) -> Upstream {
+        self.name(name, "upstream");
+        let body = section.get_ref();
+        for (value, what) in [
+            (&body.health_check, "health_check"),
+            (&body.outlier, "outlier"),
+        ] {
+            if let Some(value) = value {
+                self.error(
+                    value.span(),
+                    format!("{what} is not supported by this build yet"),
+                );
+            }
+        }
+        let strategy = match &body.strategy {
+            None => StrategyKind::RoundRobin,
+            Some(value) => match strategy_by_name(value.get_ref()) {
+                Ok(kind) => kind,
+                Err(message) => {
+                    self.error(value.span(), message);
+                    StrategyKind::RoundRobin
+                }
+            },
+        };
+        if body.servers.is_empty() {
+            self.error(
+                section.span(),
+                format!("upstream `{}` has no servers", name.get_ref()),
+            );
+        }
+        let mut servers = Vec::new();
+        let mut seen = HashSet::new();
+        let mut weights_set = false;
+        for server in &body.servers {
+            let server = server.get_ref();
+            let addr = server.addr.get_ref();
+            if let Err(message) = check_server_addr(addr) {
+                self.error(server.addr.span(), message);
+                continue;
+            }
+            if !seen.insert(addr.to_ascii_lowercase()) {
+                self.error(
+                    server.addr.span(),
+                    format!(
+                        "server {addr} is listed twice in upstream `{}`",
+                        name.get_ref()
+                    ),
+                );
+                continue;
+            }
+            let weight = match &server.weight {
+                None => 1,
+                Some(weight) => {
+                    weights_set = true;
+                    let value = *weight.get_ref();
+                    if value < 1 || value > i64::from(MAX_WEIGHT) {
+                        self.error(
+                            weight.span(),
+                            format!("weight {value} is out of range: use 1 to {MAX_WEIGHT}"),
+                        );
+                        1
+                    } else {
+                        value as u32
+                    }
+                }
+            };
+            servers.push(Server {
+                addr: addr.clone(),
+                weight,
+            });
+        }
+        if weights_set && matches!(strategy, StrategyKind::RoundRobin | StrategyKind::Random) {
+            self.warn(
+                section.span(),
+                format!(
+                    "upstream `{}` sets weights but strategy `{}` ignores them",
+                    name.get_ref(),
+                    strategy.name()
+                ),
+            );
+        }
+        let retries = match &body.retries {
+            None => 1,
+            Some(value) if !(0..=10).contains(value.get_ref()) => {
+                self.error(value.span(), "retries must be between 0 and 10".into());
+                1
+            }
+            Some(value) => *value.get_ref() as u32,
+        };
+        let max_connections_per_server = match &body.max_connections_per_server {
+            None => None,
+            Some(value) if *value.get_ref() < 0 || *value.get_ref() > i64::from(u32::MAX) => {
+                self.error(
+                    value.span(),
+                    "max_connections_per_server must be 0 (unlimited) or a positive number".into(),
+                );
+                None
+            }
+            Some(value) if *value.get_ref() == 0 => None,
+            Some(value) => Some(*value.get_ref() as u32),
+        };
+        Upstream {
+            name: name.get_ref().clone(),
+            strategy,
+            servers,
+            connect_timeout: self.duration_or(
+                &body.connect_timeout,
+                "connect_timeout",
+                Duration::from_secs(1),
+            ),
+            timeout: self.duration_or(&body.timeout, "timeout", Duration::from_secs(30)),
+            retries,
+            max_connections_per_server,
+        }
+    }
+
+    fn vhosts(
+        &mut self,
+        file: &FileConfig,
+        listeners: &[Listener],
+        upstreams: &[Upstream],
+    ) -> Vec<Vhost> {
+        let listener_names: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        let all_listeners: Vec<String> =
+            file.listeners.keys().map(|k| k.get_ref().clone()).collect();
+        let upstream_names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        // (listener, host pattern) -> vhost that claimed it first.
+        let mut claims: BTreeMap<(String, HostPattern), String> = BTreeMap::new();
+        let mut vhosts = Vec::new();
+        for (name, section) in &file.vhosts {
+            self.name(name, "vhost");
+            let vhost = self.vhost(
+                name,
+                section.get_ref(),
+                &all_listeners,
+                &listener_names,
+                &upstream_names,
+            );
+            for (pattern, span) in vhost.hosts.iter().zip(section.get_ref().hosts.get_ref()) {
+                for listener in &vhost.listeners {
+                    let key = (listener.clone(), pattern.clone());
+                    if let Some(other) = claims.get(&key) {
+                        self.error(
+                            span.span(),
+                            format!(
+                                "host `{pattern}` is already claimed by vhost `{other}` on listener `{listener}`"
+                            ),
+                        );
+                        break;
+                    }
+                    claims.insert(key, vhost.name.clone());
+                }
+            }
+            vhosts.push(vhost);
+        }
+        vhosts
+    }
+
+    fn vhost(
+        &mut self,
+        name: &Spanned<String>,
+        section: &VhostSection,
+        all_listeners: &[String],
+        listener_names: &HashSet<&str>,
+        upstream_names: &HashSet<&str>,
+    ) -> Vhost {
+        if section.hosts.get_ref().is_empty() {
+            self.error(
+                section.hosts.span(),
+                format!("vhost `{}` has no hosts", name.get_ref()),
+            );
+        }
+        let mut hosts = Vec::new();
+        for host in section.hosts.get_ref() {
+            match host_pattern(host.get_ref()) {
+                Ok(pattern) => hosts.push(pattern),
+                Err(message) => self.error(host.span(), message),
+            }
+        }
+        let listeners = match &section.listeners {
+            None => all_listeners.to_vec(),
+            Some(names) => {
+                for listener in names {
+                    if !listener_names.contains(listener.get_ref().as_str()) {
+                        self.error(
+                            listener.span(),
+                            format!(
+                                "vhost `{}` names unknown listener `{}`",
+                                name.get_ref(),
+                                listener.get_ref()
+                            ),
+                        );
+                    }
+                }
+                names.iter().map(|l| l.get_ref().clone()).collect()
+            }
+        };
+        if section.routes.is_empty() {
+            self.error(
+                name.span(),
+                format!("vhost `{}` has no routes", name.get_ref()),
+            );
+        }
+        let mut routes = Vec::new();
+        let mut paths = HashSet::new();
+        for route in &section.routes {
+            let route = route.get_ref();
+            let path = route.path.get_ref();
+            if !path.starts_with('/') {
+                self.error(
+                    route.path.span(),
+                    format!("route path `{path}` must start with `/`"),
+                );
+            } else if !paths.insert(path.clone()) {
+                self.error(
+                    route.path.span(),
+                    format!(
+                        "route path `{path}` appears twice in vhost `{}`",
+                        name.get_ref()
+                    ),
+                );
+            }
+            if !upstream_names.contains(route.upstream.get_ref().as_str()) {
+                self.error(
+                    route.upstream.span(),
+                    format!(
+                        "route names unknown upstream `{}`",
+                        route.upstream.get_ref()
+                    ),
+                );
+            }
+            routes.push(Route {
+                path: path.clone(),
+                upstream: route.upstream.get_ref().clone(),
+                strip_prefix: route.strip_prefix,
+            });
+        }
+        Vhost {
+            name: name.get_ref().clone(),
+            hosts,
+            listeners,
+            routes,
+        }
+    }
+
+    fn name(&mut self, name: &Spanned<String>, what: &str) {
+        let valid = !name.get_ref().is_empty()
+            && name
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !valid {
+            self.error(
+                name.span(),
+                format!(
+                    "{what} name `{}` may only use letters, digits, `_`, `.` and `-`",
+                    name.get_ref()
+                ),
+            );
+        }
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "{what} `{}` is not an IP address with a port, like 127.0.0.1:8080",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration_or(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        what: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else {
+            return default;
+        };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(duration) if duration.is_zero() => {
+                self.error(value.span(), format!("{what} must be above zero"));
+                default
+            }
+            Ok(duration) => duration,
+            Err(error) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "{what} `{}` is not a duration like \"250ms\", \"2s\" or \"1m\": {error}",
+                        value.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, value: &Spanned<SizeValue>, what: &str) -> Option<u64> {
+        match value.get_ref() {
+            SizeValue::Bytes(bytes) if *bytes < 0 => {
+                self.error(value.span(), format!("{what} must not be negative"));
+                None
+            }
+            SizeValue::Bytes(bytes) => Some(*bytes as u64),
+            SizeValue::Text(text) => match parse_size::parse_size(text) {
+                Ok(bytes) => Some(bytes),
+                Err(error) => {
+                    self.error(
+                        value.span(),
+                        format!(
+                            "{what} `{text}` is not a size like \"64KiB\", \"10MiB\" or 1048576: {error}"
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+}
+
+fn strategy_by_name(name: &str) -> Result<StrategyKind, String> {
+    match name {
+        "round_robin" => Ok(StrategyKind::RoundRobin),
+        "random" => Ok(StrategyKind::Random),
+        "weighted" => Ok(StrategyKind::Weighted),
+        "weighted_random" => Ok(StrategyKind::WeightedRandom),
+        "least_connections" | "peak_ewma" | "consistent_hash" => Err(format!(
+            "strategy `{name}` is not supported by this build yet; use round_robin, random, weighted or weighted_random"
+        )),
+        other => Err(format!(
+            "unknown strategy `{other}`; expected one of round_robin, random, weighted, weighted_random"
+        )),
+    }
+}
+
+/// Checks a server address: `host:port` where host is an IP, `[v6]` or a DNS name.
+fn check_server_addr(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || {
+        format!(
+            "server address `{addr}` is not host:port, like 127.0.0.1:9001 or api.internal:9000"
+        )
+    };
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let port_ok = port.parse::<u16>().map(|p| p != 0).unwrap_or(false);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if port_ok && host_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+fn host_pattern(host: &str) -> Result<HostPattern, String> {
+    let lower = host.to_ascii_lowercase();
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    if lower == "*" {
+        return Ok(HostPattern::Any);
+    }
+    if let Some(suffix) = lower.strip_prefix("*.") {
+        if valid_name(suffix) {
+            return Ok(HostPattern::Suffix(format!(".{suffix}")));
+        }
+    } else if valid_name(&lower) {
+        return Ok(HostPattern::Exact(lower));
+    }
+    Err(format!(
+        "host `{host}` is not a name (`shop.example.com`), a wildcard (`*.example.com`) or `*`; leave out the port"
+    ))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_counts_from_one() {
+        let text = "a = 1\nbb = 2\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 6), (2, 1));
+        assert_eq!(line_and_column(text, 9), (2, 4));
+    }
+
+    #[test]
+    fn server_addresses() {
+        assert!(check_server_addr("127.0.0.1:9001").is_ok());
+        assert!(check_server_addr("[::1]:9001").is_ok());
+        assert!(check_server_addr("api-2.internal:9000").is_ok());
+        assert!(check_server_addr("api-2.internal").is_err());
+        assert!(check_server_addr("api:0").is_err());
+        assert!(check_server_addr("a b:80").is_err());
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert_eq!(host_pattern("*").unwrap(), HostPattern::Any);
+        assert_eq!(
+            host_pattern("*.Shop.example.com").unwrap(),
+            HostPattern::Suffix(".shop.example.com".into())
+        );
+        assert_eq!(
+            host_pattern("Shop.example.com").unwrap(),
+            HostPattern::Exact("shop.example.com".into())
+        );
+        assert!(host_pattern("shop.example.com:80").is_err());
+        assert!(host_pattern("*.").is_err());
+    }
+}

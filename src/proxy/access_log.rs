@@ -1,0 +1,85 @@
+//! The access log: one structured tracing event per request, target `access`
+//! (shared/SPEC.md §4), written when the response body ends so that `bytes`
+//! and `duration_ms` are the real ones. Switch it off with
+//! `RUST_LOG=info,access=off`; the record is then never built.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use http::{Method, Uri};
+
+/// What the access log says of one request.
+#[derive(Debug)]
+pub struct AccessRecord {
+    pub client: IpAddr,
+    pub method: Method,
+    pub host: Option<HeaderValue>,
+    pub uri: Uri,
+    pub request_id: Option<HeaderValue>,
+    pub status: u16,
+    pub upstream: Option<Arc<str>>,
+    pub server: Option<Arc<str>>,
+    pub attempts: u32,
+    pub bytes: u64,
+    pub started: Instant,
+}
+
+impl AccessRecord {
+    /// A record for a new request, or `None` when nobody listens to `access`.
+    pub fn start(
+        client: IpAddr,
+        method: &Method,
+        uri: &Uri,
+        host: Option<&HeaderValue>,
+    ) -> Option<Box<AccessRecord>> {
+        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+            return None;
+        }
+        Some(Box::new(AccessRecord {
+            client,
+            method: method.clone(),
+            host: host.cloned(),
+            uri: uri.clone(),
+            request_id: None,
+            status: 0,
+            upstream: None,
+            server: None,
+            attempts: 0,
+            bytes: 0,
+            started: Instant::now(),
+        }))
+    }
+}
+
+impl Drop for AccessRecord {
+    fn drop(&mut self) {
+        let host = self
+            .host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| self.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let request_id = self
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        tracing::info!(
+            target: "access",
+            client = %self.client,
+            method = %self.method,
+            host,
+            path,
+            status = self.status,
+            upstream = self.upstream.as_deref().unwrap_or("-"),
+            server = self.server.as_deref().unwrap_or("-"),
+            attempts = self.attempts,
+            bytes = self.bytes,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            request_id,
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! Header rules of a forwarded request and its response (shared/SPEC.md §4):
+//! hop-by-hop headers removed, X-Forwarded-* set, a request id kept or made.
+//! Everything is done in place on the request's own `HeaderMap`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `Keep-Alive` and `Proxy-Connection` have no constant in `http`.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every
+/// header it names, plus `Keep-Alive`, `Proxy-Connection`, `TE` (unless it is
+/// exactly `trailers`, which gRPC needs end to end), `Trailer`,
+/// `Transfer-Encoding` and `Upgrade`. With `upgrade` set (an HTTP/1.1 upgrade
+/// being tunnelled), `Upgrade` and `Connection: upgrade` are kept instead.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !(upgrade && *name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    let te_is_trailers = headers
+        .get(header::TE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_is_trailers {
+        headers.remove(header::TE);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// True when an HTTP/1.1 request asks to switch protocols (`Connection:
+/// upgrade` and an `Upgrade` header), e.g. a WebSocket handshake.
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Sets `X-Forwarded-For` (appending the client to any list already there),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
+    let mut previous = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if previous.peek().is_none() {
+        headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+    } else {
+        let mut list = Vec::with_capacity(64);
+        for value in previous {
+            list.extend_from_slice(value.as_bytes());
+            list.extend_from_slice(b", ");
+        }
+        list.extend_from_slice(client_ip.as_bytes());
+        match HeaderValue::from_bytes(&list) {
+            Ok(value) => {
+                headers.insert(X_FORWARDED_FOR.clone(), value);
+            }
+            Err(_) => {
+                headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
+            }
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+}
+
+/// Keeps the client's `X-Request-Id` or sets a new random one (32 hex digits);
+/// returns the id.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        return id.clone();
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for byte in text.iter_mut() {
+        *byte = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_and_upgrades_are_kept() {
+        let mut headers = map(&[("te", "trailers")]);
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers["te"], "trailers");
+
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&headers));
+        remove_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+        assert_eq!(headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let mut headers = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        set_forwarded(
+            &mut headers,
+            &ip,
+            "http",
+            Some(&HeaderValue::from_static("shop")),
+        );
+        assert_eq!(headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "shop");
+
+        let mut headers = HeaderMap::new();
+        set_forwarded(&mut headers, &ip, "http", None);
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.9");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_made() {
+        let mut headers = map(&[("x-request-id", "abc")]);
+        assert_eq!(ensure_request_id(&mut headers), "abc");
+        let mut headers = HeaderMap::new();
+        let id = ensure_request_id(&mut headers);
+        assert_eq!(id.len(), 32);
+        assert_eq!(headers["x-request-id"], id);
+    }
+}

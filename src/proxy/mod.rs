@@ -1,0 +1,10 @@
+//! The proxy service: what happens to one request, from lookup to the last
+//! byte of its response.
+
+mod access_log;
+mod body;
+mod headers;
+mod service;
+
+pub use body::{BodyTooLarge, ResponseBody, UpstreamBody};
+pub use service::{handle, ClientConn};

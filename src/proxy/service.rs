@@ -1,0 +1,424 @@
+//! One request through the proxy: `router.lookup` -> `upstream.pick` ->
+//! forward over the server's pooled client -> retry or map the error -> stream
+//! the response back (shared/SPEC.md §4).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::access_log::AccessRecord;
+use super::body::{BodySlot, BodyTooLarge, Completion, LimitedBody, ResponseBody, UpstreamBody};
+use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded, wants_upgrade};
+use crate::error::ProxyError;
+use crate::server::ConnState;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::upstream::{Endpoint, InFlight};
+
+/// The most attempts a request can make (`retries` is at most 10).
+const MAX_ATTEMPTS: usize = 11;
+
+/// What the proxy knows of the client connection a request came on.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    /// The client IP, formatted once per connection for X-Forwarded-For.
+    pub client_ip: HeaderValue,
+    /// `http` or `https`, for X-Forwarded-Proto.
+    pub proto: &'static str,
+    pub state: Arc<ConnState>,
+}
+
+impl ClientConn {
+    pub fn new(
+        listener: Arc<str>,
+        client: SocketAddr,
+        proto: &'static str,
+        state: Arc<ConnState>,
+    ) -> ClientConn {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .expect("an IP address is a valid header value");
+        ClientConn {
+            listener,
+            client,
+            client_ip,
+            proto,
+            state,
+        }
+    }
+}
+
+/// A response from a server, with the in-flight guard to release when its body ends.
+struct Forwarded {
+    response: Response<Incoming>,
+    in_flight: Option<InFlight>,
+}
+
+/// Serves one client request. Never fails: errors become responses.
+pub async fn handle(
+    snapshots: SharedSnapshot,
+    conn: Arc<ClientConn>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let active = conn.state.begin_request();
+    let host = request_host(&request);
+    let mut access = AccessRecord::start(
+        conn.client.ip(),
+        request.method(),
+        request.uri(),
+        host.as_ref(),
+    );
+    let version = request.version();
+    let outcome = forward(&snapshots.load_full(), &conn, request, host, &mut access).await;
+    let response = match outcome {
+        Ok(Forwarded {
+            response,
+            in_flight,
+        }) => {
+            let (mut parts, body) = response.into_parts();
+            let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+            remove_hop_by_hop(&mut parts.headers, switching);
+            if let Some(access) = access.as_mut() {
+                access.status = parts.status.as_u16();
+            }
+            let mut completion = Completion::new(active, access);
+            completion.in_flight = in_flight;
+            Response::from_parts(parts, ResponseBody::upstream(body, completion))
+        }
+        Err(error) => error_response(error, version, Completion::new(active, access)),
+    };
+    Ok(response)
+}
+
+/// The host a request names: the authority of an absolute URI or of an HTTP/2
+/// request, else the Host header.
+fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+    match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(header::HOST).cloned(),
+    }
+}
+
+async fn forward(
+    snapshot: &Snapshot,
+    conn: &ClientConn,
+    mut request: Request<Incoming>,
+    host: Option<HeaderValue>,
+    access: &mut Option<Box<AccessRecord>>,
+) -> Result<Forwarded, ProxyError> {
+    if conn.state.smuggling_suspected() {
+        return Err(ProxyError::BadRequest(
+            "a request with both Content-Length and Transfer-Encoding is refused",
+        ));
+    }
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let global = &snapshot.config.global;
+    if let Some(limit) = global.max_request_body {
+        if request.body().size_hint().lower() > limit {
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
+    let host_name = match host.as_ref().map(HeaderValue::to_str) {
+        Some(Ok(name)) => name,
+        Some(Err(_)) => return Err(ProxyError::BadRequest("the Host header is not valid")),
+        None if request.version() == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest(
+                "an HTTP/1.1 request needs a Host header",
+            ))
+        }
+        None => "",
+    };
+    let matched = snapshot
+        .router
+        .lookup(&conn.listener, host_name, request.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let upstream = &snapshot.upstreams[matched.route.upstream];
+    if let Some(access) = access.as_mut() {
+        access.upstream = Some(Arc::clone(&upstream.name));
+    }
+
+    let upgrade = request.version() == Version::HTTP_11 && wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    remove_hop_by_hop(&mut parts.headers, upgrade);
+    set_forwarded(
+        &mut parts.headers,
+        &conn.client_ip,
+        conn.proto,
+        host.as_ref(),
+    );
+    if let (Some(host), false) = (&host, parts.headers.contains_key(header::HOST)) {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    let request_id = ensure_request_id(&mut parts.headers);
+    if let Some(access) = access.as_mut() {
+        access.request_id = Some(request_id);
+    }
+    let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let path_and_query = match matched.route.rewritten_path(original) {
+        Some(path) => PathAndQuery::try_from(path)
+            .map_err(|_| ProxyError::BadRequest("the rewritten path is not valid"))?,
+        None => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+
+    let retry_on_response = is_idempotent(&parts.method) && body.is_end_stream();
+    let mut body = RequestBody::new(body, global.max_request_body, upstream.retries > 0);
+    let attempts = upstream.retries as usize + 1;
+    let mut tried = [usize::MAX; MAX_ATTEMPTS];
+    let mut last_error = ProxyError::NoServer;
+    for attempt in 0..attempts {
+        let Some(index) = upstream.pick(&tried[..attempt]) else {
+            break;
+        };
+        tried[attempt] = index;
+        let endpoint = &upstream.endpoints[index];
+        let Some(upstream_body) = body.next() else {
+            break;
+        };
+        let is_last = attempt + 1 == attempts || upstream.endpoints.len() == attempt + 1;
+        let request = upstream_request(&parts, endpoint, &path_and_query, upstream_body);
+        let in_flight = InFlight::start(endpoint);
+        if let Some(access) = access.as_mut() {
+            access.server = Some(Arc::clone(&endpoint.addr));
+            access.attempts = attempt as u32 + 1;
+        }
+        let sent = tokio::time::timeout(upstream.timeout, endpoint.client.request(request)).await;
+        match sent {
+            Err(_elapsed) => {
+                endpoint.stats.record_failure();
+                tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, "upstream timed out before the response head");
+                return Err(ProxyError::Timeout);
+            }
+            Ok(Err(error)) => {
+                if is_body_too_large(&error) {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+                endpoint.stats.record_failure();
+                let (kind, retryable) = if error.is_connect() {
+                    (ProxyError::Connect, true)
+                } else {
+                    (ProxyError::BadGateway, retry_on_response)
+                };
+                tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, attempt = attempt + 1, error = %error_chain(&error), "upstream request failed");
+                last_error = kind;
+                if !retryable || is_last {
+                    break;
+                }
+            }
+            Ok(Ok(mut response)) => {
+                let status = response.status();
+                if matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                ) && retry_on_response
+                    && !is_last
+                {
+                    endpoint.stats.record_failure();
+                    tracing::info!(upstream = %upstream.name, server = %endpoint.addr, status = status.as_u16(), "retrying on another server");
+                    continue;
+                }
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    if let Some(client_upgrade) = client_upgrade {
+                        let upstream_upgrade = hyper::upgrade::on(&mut response);
+                        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
+                        return Ok(Forwarded {
+                            response,
+                            in_flight: None,
+                        });
+                    }
+                }
+                return Ok(Forwarded {
+                    response,
+                    in_flight: Some(in_flight),
+                });
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// The request for one attempt: the client's head with the server's address.
+fn upstream_request(
+    parts: &http::request::Parts,
+    endpoint: &Endpoint,
+    path_and_query: &PathAndQuery,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.authority.clone());
+    uri.path_and_query = Some(path_and_query.clone());
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// Hands out the request body to each attempt, as long as it can be had.
+enum RequestBody {
+    Empty,
+    /// Not retryable: handed out once.
+    Once(Option<LimitedBody>),
+    /// Retryable on connect failure: handed out in a slot that can be reclaimed
+    /// while no attempt has read from it.
+    Retryable {
+        unsent: Option<LimitedBody>,
+        slot: Option<BodySlot>,
+    },
+}
+
+impl RequestBody {
+    fn new(body: Incoming, limit: Option<u64>, retryable: bool) -> RequestBody {
+        if body.is_end_stream() {
+            return RequestBody::Empty;
+        }
+        let body = LimitedBody::new(body, limit);
+        if retryable {
+            RequestBody::Retryable {
+                unsent: Some(body),
+                slot: None,
+            }
+        } else {
+            RequestBody::Once(Some(body))
+        }
+    }
+
+    fn next(&mut self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Empty => Some(UpstreamBody::Empty),
+            RequestBody::Once(body) => body.take().map(UpstreamBody::Streaming),
+            RequestBody::Retryable { unsent, slot } => {
+                let body = unsent.take().or_else(|| slot.as_ref()?.reclaim())?;
+                let (body, new_slot) = UpstreamBody::reclaimable(body);
+                *slot = Some(new_slot);
+                Some(body)
+            }
+        }
+    }
+}
+
+/// Copies bytes both ways between the client and the server once both sides
+/// have switched protocols; the server counts as in flight until it closes.
+async fn tunnel(client: OnUpgrade, server: OnUpgrade, in_flight: InFlight) {
+    let (client, server) = match tokio::try_join!(client, server) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::warn!(server = %in_flight.endpoint().addr, %error, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut server = TokioIo::new(server);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        tracing::debug!(server = %in_flight.endpoint().addr, %error, "upgraded connection ended");
+    }
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the same effect.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error.is::<BodyTooLarge>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// An error and its causes on one line, for logs.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn error_response(
+    error: ProxyError,
+    version: Version,
+    mut completion: Completion,
+) -> Response<ResponseBody> {
+    let status = error.status();
+    if let Some(access) = completion.access.as_mut() {
+        access.status = status.as_u16();
+    }
+    let text = Bytes::from(format!(
+        "{} {}: {error}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    ));
+    let mut response = Response::new(ResponseBody::full(text, Some(completion)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    // The client may have sent more than we read: do not parse it as a next request.
+    if version < Version::HTTP_2
+        && matches!(error, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge)
+    {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_methods() {
+        for method in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_idempotent(&method));
+        }
+        for method in [Method::POST, Method::PATCH] {
+            assert!(!is_idempotent(&method));
+        }
+    }
+
+    #[test]
+    fn body_too_large_is_found_among_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] BodyTooLarge);
+        assert!(is_body_too_large(&Outer(BodyTooLarge)));
+        assert!(!is_body_too_large(&std::io::Error::other("x")));
+    }
+}
