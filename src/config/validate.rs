@@ -167,7 +167,7 @@ impl Checker<'_> {
         }
         let mut seen_addrs: HashMap<SocketAddr, String> = HashMap::new();
         let mut listeners = Vec::new();
-        for (name, section) in &file.listeners {
+        for (name, section) in in_file_order(&file.listeners) {
             self.name(name, "listener");
             let section_ref = section.get_ref();
             if let Some(tls) = &section_ref.tls {
@@ -179,7 +179,11 @@ impl Checker<'_> {
             let Some(listen) = self.socket_addr(&section_ref.listen, "listen") else {
                 continue;
             };
-            if let Some(other) = seen_addrs.insert(listen, name.get_ref().clone()) {
+            // Port 0 asks the OS for a free port: never a clash.
+            let clash = (listen.port() != 0)
+                .then(|| seen_addrs.insert(listen, name.get_ref().clone()))
+                .flatten();
+            if let Some(other) = clash {
                 self.error(
                     section_ref.listen.span(),
                     format!("listen address {listen} is already used by listener `{other}`"),
@@ -194,8 +198,7 @@ impl Checker<'_> {
     }
 
     fn upstreams(&mut self, file: &FileConfig) -> Vec<Upstream> {
-        file.upstreams
-            .iter()
+        in_file_order(&file.upstreams)
             .map(|(name, section)| self.upstream(name, section))
             .collect()
     }
@@ -323,13 +326,12 @@ impl Checker<'_> {
         upstreams: &[Upstream],
     ) -> Vec<Vhost> {
         let listener_names: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
-        let all_listeners: Vec<String> =
-            file.listeners.keys().map(|k| k.get_ref().clone()).collect();
+        let all_listeners: Vec<String> = listeners.iter().map(|l| l.name.clone()).collect();
         let upstream_names: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         // (listener, host pattern) -> vhost that claimed it first.
         let mut claims: BTreeMap<(String, HostPattern), String> = BTreeMap::new();
         let mut vhosts = Vec::new();
-        for (name, section) in &file.vhosts {
+        for (name, section) in in_file_order(&file.vhosts) {
             self.name(name, "vhost");
             let vhost = self.vhost(
                 name,
@@ -527,6 +529,15 @@ impl Checker<'_> {
             },
         }
     }
+}
+
+/// The sections of a table in the order the file has them.
+fn in_file_order<T>(
+    table: &BTreeMap<Spanned<String>, T>,
+) -> impl Iterator<Item = (&Spanned<String>, &T)> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(name, _)| name.span().start);
+    entries.into_iter()
 }
 
 fn strategy_by_name(name: &str) -> Result<StrategyKind, String> {

@@ -1,0 +1,277 @@
+//! Every validation rule of shared/SPEC.md §2 refuses a bad config with a
+//! clear message at the right line; `usherd check` reports it and exits 1.
+
+mod support;
+
+use std::process::Command;
+
+use usherd::config::{parse_config, ConfigError};
+
+/// A valid base config; tests append or replace parts.
+const BASE: &str = r#"
+[listeners.web]
+listen = "127.0.0.1:8080"
+
+[vhosts.site]
+hosts = ["site.example.com"]
+routes = [{ path = "/", upstream = "app" }]
+
+[upstreams.app]
+strategy = "weighted"
+servers = [{ addr = "127.0.0.1:9001", weight = 2 }]
+"#;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse_config(text, "bad.toml")
+        .expect_err("config must be refused")
+        .0
+}
+
+/// The one error `text` has: at `line`, with a message containing `needle`.
+#[track_caller]
+fn assert_error(text: &str, line: usize, needle: &str) {
+    let errors = errors(text);
+    let error = errors
+        .iter()
+        .find(|e| e.message.contains(needle))
+        .unwrap_or_else(|| panic!("no error containing {needle:?} in {errors:?}"));
+    assert_eq!(error.line, line, "{error}");
+    assert_eq!(error.file, "bad.toml");
+    assert!(error.column >= 1);
+    assert!(error.to_string().starts_with(&format!("bad.toml:{line}:")));
+}
+
+#[test]
+fn base_config_is_valid() {
+    let config = parse_config(BASE, "ok.toml").unwrap();
+    assert_eq!(config.upstreams[0].servers[0].weight, 2);
+    assert_eq!(config.global.max_request_header_size, 64 * 1024);
+}
+
+#[test]
+fn route_to_unknown_upstream() {
+    let text = BASE.replace(r#"upstream = "app""#, r#"upstream = "nope""#);
+    assert_error(&text, 7, "unknown upstream `nope`");
+}
+
+#[test]
+fn vhost_on_unknown_listener() {
+    let text = BASE.replace(
+        r#"hosts = ["site.example.com"]"#,
+        "hosts = [\"site.example.com\"]\nlisteners = [\"webb\"]",
+    );
+    assert_error(&text, 7, "unknown listener `webb`");
+}
+
+#[test]
+fn two_vhosts_claiming_one_host_on_a_shared_listener() {
+    let text = format!(
+        "{BASE}\n[vhosts.other]\nhosts = [\"other.example.com\", \"SITE.example.com\"]\nroutes = [{{ path = \"/\", upstream = \"app\" }}]\n"
+    );
+    assert_error(&text, 14, "already claimed by vhost `site`");
+    // On different listeners the same host is fine.
+    let text = format!(
+        "{BASE}\n[listeners.b]\nlisten = \"127.0.0.1:8081\"\n[vhosts.other]\nhosts = [\"site.example.com\"]\nlisteners = [\"b\"]\nroutes = [{{ path = \"/\", upstream = \"app\" }}]\n"
+    );
+    let text = text.replace(
+        r#"hosts = ["site.example.com"]
+routes"#,
+        "hosts = [\"site.example.com\"]\nlisteners = [\"web\"]\nroutes",
+    );
+    parse_config(&text, "ok.toml").unwrap();
+}
+
+#[test]
+fn upstream_without_servers() {
+    let text = BASE.replace(
+        r#"servers = [{ addr = "127.0.0.1:9001", weight = 2 }]"#,
+        "servers = []",
+    );
+    assert_error(&text, 9, "has no servers");
+}
+
+#[test]
+fn weight_out_of_range() {
+    let text = BASE.replace("weight = 2", "weight = 0");
+    assert_error(&text, 11, "weight 0 is out of range");
+    let text = BASE.replace("weight = 2", "weight = 10001");
+    assert_error(&text, 11, "weight 10001 is out of range");
+    let text = BASE.replace("weight = 2", "weight = 10000");
+    parse_config(&text, "ok.toml").unwrap();
+}
+
+#[test]
+fn duplicate_server() {
+    let text = BASE.replace(
+        r#"servers = [{ addr = "127.0.0.1:9001", weight = 2 }]"#,
+        "servers = [\n  { addr = \"127.0.0.1:9001\" },\n  { addr = \"127.0.0.1:9001\" },\n]",
+    );
+    assert_error(&text, 13, "listed twice");
+}
+
+#[test]
+fn unparsable_addresses() {
+    let text = BASE.replace(r#"listen = "127.0.0.1:8080""#, r#"listen = "localhost""#);
+    assert_error(&text, 3, "not an IP address with a port");
+    let text = BASE.replace("127.0.0.1:9001", "127.0.0.1");
+    assert_error(&text, 11, "is not host:port");
+}
+
+#[test]
+fn unparsable_durations_and_sizes() {
+    let text = format!("[global]\nidle_timeout = \"soon\"\n{BASE}");
+    assert_error(&text, 2, "idle_timeout `soon` is not a duration");
+    let text = format!("[global]\nmax_request_body = \"ten megs\"\n{BASE}");
+    assert_error(&text, 2, "max_request_body `ten megs` is not a size");
+    let text = BASE.replace(
+        "strategy = \"weighted\"",
+        "strategy = \"weighted\"\ntimeout = \"-1s\"",
+    );
+    assert_error(&text, 11, "timeout `-1s` is not a duration");
+    let text =
+        format!("[global]\nmax_request_body = \"10MiB\"\nmax_request_header_size = 16384\n{BASE}");
+    let config = parse_config(&text, "ok.toml").unwrap();
+    assert_eq!(config.global.max_request_body, Some(10 * 1024 * 1024));
+    assert_eq!(config.global.max_request_header_size, 16384);
+}
+
+#[test]
+fn unknown_strategy() {
+    let text = BASE.replace("\"weighted\"", "\"fastest\"");
+    assert_error(&text, 10, "unknown strategy `fastest`");
+}
+
+#[test]
+fn non_loopback_admin_needs_a_token() {
+    let text = format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{BASE}");
+    assert_error(&text, 2, "needs a token");
+    let text = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"s3cret\"\n{BASE}");
+    parse_config(&text, "ok.toml").unwrap();
+    let text = format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{BASE}");
+    parse_config(&text, "ok.toml").unwrap();
+}
+
+#[test]
+fn unknown_keys_are_typos() {
+    let text = BASE.replace("strategy = ", "stratgy = ");
+    assert_error(&text, 10, "unknown field `stratgy`");
+    let text = format!("[globl]\n{BASE}");
+    assert_error(&text, 1, "unknown field `globl`");
+}
+
+#[test]
+fn toml_syntax_error() {
+    let text = BASE.replace(
+        "hosts = [\"site.example.com\"]",
+        "hosts = [\"site.example.com\"",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].line >= 6, "{}", errors[0]);
+}
+
+#[test]
+fn names_are_restricted() {
+    let text = BASE
+        .replace("[upstreams.app]", "[upstreams.\"my app\"]")
+        .replace("upstream = \"app\"", "upstream = \"my app\"");
+    assert_error(&text, 9, "may only use letters");
+}
+
+#[test]
+fn no_listeners() {
+    let text = "[upstreams.app]\nservers = [{ addr = \"127.0.0.1:1\" }]\n";
+    assert_error(text, 1, "no listeners");
+}
+
+#[test]
+fn features_of_later_builds_are_refused_clearly() {
+    let text = format!("{BASE}\n[upstreams.app.health_check]\npath = \"/healthz\"\n");
+    assert_error(&text, 13, "health_check is not supported by this build yet");
+    let text = BASE.replace("\"weighted\"", "\"peak_ewma\"");
+    assert_error(&text, 10, "not supported by this build yet");
+}
+
+#[test]
+fn all_errors_are_reported_in_file_order() {
+    let text = BASE
+        .replace("weight = 2", "weight = 0")
+        .replace(r#"upstream = "app""#, r#"upstream = "nope""#);
+    let lines: Vec<usize> = errors(&text).iter().map(|e| e.line).collect();
+    assert_eq!(lines, [7, 11]);
+}
+
+#[test]
+fn round_robin_with_weights_warns() {
+    let text = BASE.replace("\"weighted\"", "\"round_robin\"");
+    let config = parse_config(&text, "ok.toml").unwrap();
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        config.warnings[0].contains("ignores them"),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn check_command_accepts_every_example_config() {
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = entry.unwrap().path();
+        let output = Command::new(env!("CARGO_BIN_EXE_usherd"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
+    }
+}
+
+#[test]
+fn check_command_prints_every_error_and_exits_1() {
+    let path = support::tempfile_path::TempPath::new("bad", "toml");
+    let text = BASE
+        .replace("weight = 2", "weight = 0")
+        .replace(r#"upstream = "app""#, r#"upstream = "nope""#);
+    std::fs::write(path.as_path(), text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_usherd"))
+        .args(["check", "-c"])
+        .arg(path.as_path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    let file = path.as_path().display().to_string();
+    assert!(
+        lines[0].starts_with(&format!("error: {file}:7:")),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("error: {file}:11:")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_1_and_missing_file_is_reported() {
+    let output = Command::new(env!("CARGO_BIN_EXE_usherd"))
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let output = Command::new(env!("CARGO_BIN_EXE_usherd"))
+        .args(["check", "-c", "/nonexistent/usherd.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("/nonexistent/usherd.toml: cannot read")
+    );
+}

@@ -1,0 +1,358 @@
+//! Test support: real loopback backends (hyper servers), the proxy started
+//! in-process or as the real binary, and small clients. Ports are always 0.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A loopback backend: counts requests and accepted connections.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting; open connections end with the test's runtime.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a backend on 127.0.0.1:0 answering with `handler`.
+pub async fn backend<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (requests_seen, connections_seen) = (requests.clone(), connections.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            connections_seen.fetch_add(1, Ordering::SeqCst);
+            let handler = handler.clone();
+            let requests_seen = requests_seen.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    requests_seen.fetch_add(1, Ordering::SeqCst);
+                    let response = handler(request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        addr,
+        requests,
+        connections,
+        task,
+    }
+}
+
+/// A backend that answers with its name and a JSON echo of the request head:
+/// `{"backend", "method", "path", "headers": {name: [values]}}`.
+pub async fn echo_backend(name: &'static str) -> Backend {
+    backend(move |request: Request<Incoming>| async move {
+        let mut headers = serde_json::Map::new();
+        for (key, value) in request.headers() {
+            let entry = headers
+                .entry(key.as_str().to_string())
+                .or_insert_with(|| serde_json::Value::Array(vec![]));
+            entry
+                .as_array_mut()
+                .unwrap()
+                .push(value.to_str().unwrap_or("").into());
+        }
+        let body = serde_json::json!({
+            "backend": name,
+            "method": request.method().as_str(),
+            "path": request.uri().to_string(),
+            "headers": headers,
+        });
+        let mut response = Response::new(full(body.to_string()));
+        response
+            .headers_mut()
+            .insert("x-backend", http::HeaderValue::from_static(name));
+        response
+    })
+    .await
+}
+
+/// An address nothing listens on (bound, then closed).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Starts the proxy in-process from config text.
+pub async fn start_proxy(toml: &str) -> usherd::Proxy {
+    let config = usherd::config::parse_config(toml, "test.toml").expect("test config is valid");
+    usherd::Proxy::start(config).await.expect("proxy starts")
+}
+
+/// The URL of the proxy's first listener.
+pub fn url(proxy: &usherd::Proxy, path: &str) -> String {
+    format!("http://{}{path}", proxy.listeners[0].addr)
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// A response with its body read.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends a request and reads the whole response, within 10 s.
+pub async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBody>) -> Reply {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let response = client.request(request).await.expect("request sent");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body read").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+    .expect("response within 10 s")
+}
+
+/// GET `url` with an optional Host header.
+pub async fn get(url: &str, host: Option<&str>) -> Reply {
+    let mut request = Request::get(url);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    send(
+        &client(),
+        request
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .unwrap(),
+    )
+    .await
+}
+
+/// Writes raw bytes on a new connection and reads until the server closes
+/// it or 5 s pass; returns what was read.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The real binary, stopped by PID when dropped.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub stderr_tail: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ProxyProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|(name, _)| name == listener)
+            .map(|(_, addr)| *addr)
+            .unwrap_or_else(|| panic!("no listener {listener}"))
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+
+    /// Peak resident memory in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Writes `toml` to a temporary file and runs `usherd run -c FILE`, waiting
+/// (up to 10 s) until it logs every listener as listening.
+pub fn spawn_binary(toml: &str, listener_count: usize) -> (ProxyProcess, tempfile_path::TempPath) {
+    let path = tempfile_path::TempPath::new("usherd-test", "toml");
+    std::fs::write(path.as_path(), toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usherd"))
+        .args(["run", "-c"])
+        .arg(path.as_path())
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info,access=off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let tail = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tail_writer = tail.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                if event["message"] == "listening" {
+                    let name = event["listener"].as_str().unwrap_or("").to_string();
+                    let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
+                    let _ = sender.send((name, addr));
+                }
+            }
+            tail_writer.lock().unwrap().push(line);
+        }
+    });
+    let mut listeners = Vec::new();
+    while listeners.len() < listener_count {
+        match receiver.recv_timeout(Duration::from_secs(10)) {
+            Ok(listener) => listeners.push(listener),
+            Err(_) => panic!("usherd did not start: {:?}", tail.lock().unwrap()),
+        }
+    }
+    (
+        ProxyProcess {
+            child,
+            listeners,
+            stderr_tail: tail,
+        },
+        path,
+    )
+}
+
+/// A file path removed when dropped.
+pub mod tempfile_path {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        pub fn new(stem: &str, extension: &str) -> TempPath {
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            let name = format!("{stem}-{}-{n}.{extension}", std::process::id());
+            TempPath(std::env::temp_dir().join(name))
+        }
+
+        pub fn as_path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
