@@ -70,9 +70,11 @@ fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>
         .as_ref()
         .and_then(|a| a.token.as_deref())
     {
-        let expected = format!("Bearer {token}");
-        let given = request.headers().get(header::AUTHORIZATION);
-        if given.is_none_or(|value| value.as_bytes() != expected.as_bytes()) {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+        if given.is_none_or(|given| !same_secret(given, token.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
@@ -134,6 +136,17 @@ pub fn status(state: &AdminState) -> Value {
         "listeners": listeners,
         "upstreams": upstreams,
     })
+}
+
+/// Compares without stopping at the first difference, so response timing
+/// does not reveal how much of a guessed token was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
