@@ -85,9 +85,11 @@ fn pick(c: &mut Criterion) {
         let weights: Vec<u32> = (0..servers).map(|i| 1 + (i as u32 * 7) % 10).collect();
         for strategy in STRATEGIES {
             let balancer = Balancer::new(strategy, &weights);
-            group.bench_with_input(BenchmarkId::new(strategy.name(), servers), &balancer, |b, balancer| {
-                b.iter(|| black_box(balancer.pick(|_| true)))
-            });
+            group.bench_with_input(
+                BenchmarkId::new(strategy.name(), servers),
+                &balancer,
+                |b, balancer| b.iter(|| black_box(balancer.pick(|_| true))),
+            );
         }
     }
     group.finish();

@@ -36,13 +36,24 @@ servers = [{{ addr = "{}", weight = 3 }}, {{ addr = "{}", weight = 1 }}]
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
     let status = reply.json();
-    for key in ["version", "generation", "config_path", "started_at", "last_reload", "listeners", "upstreams"] {
+    for key in [
+        "version",
+        "generation",
+        "config_path",
+        "started_at",
+        "last_reload",
+        "listeners",
+        "upstreams",
+    ] {
         assert!(status.get(key).is_some(), "missing {key}: {status}");
     }
     assert_eq!(status["generation"], 1);
     assert_eq!(status["last_reload"]["ok"], true);
     assert_eq!(status["listeners"][0]["name"], "web");
-    assert_eq!(status["listeners"][0]["listen"], proxy.listeners[0].addr.to_string());
+    assert_eq!(
+        status["listeners"][0]["listen"],
+        proxy.listeners[0].addr.to_string()
+    );
     let pool = &status["upstreams"]["pool"];
     assert_eq!(pool["strategy"], "weighted");
     let servers = pool["servers"].as_array().unwrap();

@@ -15,7 +15,10 @@ use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 
-use support::{backend, client, full, get, send, spawn_binary, ProxyProcess};
+use support::{
+    backend, client, echo_backend, full, get, send, spawn_binary, spawn_binary_logging,
+    ProxyProcess,
+};
 
 const CHUNK: usize = 1024 * 1024;
 const CHUNKS: usize = 64;
@@ -84,26 +87,39 @@ async fn sixty_four_mib_stream_both_ways_in_bounded_memory() {
     let rss_before = proxy.rss_kib();
     let expected = expected_digest();
 
-    let request = Request::post(format!("{base}/upload")).body(streamed_body()).unwrap();
+    let request = Request::post(format!("{base}/upload"))
+        .body(streamed_body())
+        .unwrap();
     let reply = send(&client(), request).await;
     assert_eq!(reply.text(), expected, "upload digest");
 
     let response = client()
-        .request(Request::get(format!("{base}/download")).body(support::full(Bytes::new())).unwrap())
+        .request(
+            Request::get(format!("{base}/download"))
+                .body(support::full(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let mut hasher = Sha256::new();
     let mut total = 0;
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame()).await.unwrap() {
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .unwrap()
+    {
         if let Ok(data) = frame.unwrap().into_data() {
             total += data.len();
             hasher.update(&data);
         }
     }
     assert_eq!(total, CHUNK * CHUNKS);
-    assert_eq!(format!("{:x}", hasher.finalize()), expected, "download digest");
+    assert_eq!(
+        format!("{:x}", hasher.finalize()),
+        expected,
+        "download digest"
+    );
 
     let growth_kib = proxy.peak_rss_kib().saturating_sub(rss_before);
     assert!(growth_kib < 32 * 1024, "proxy RSS grew by {growth_kib} KiB");
@@ -116,7 +132,10 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
         Response::new(full("finished"))
     })
     .await;
-    let (mut proxy, _config) = spawn_binary(&config(&slow.addr.to_string(), "shutdown_timeout = \"10s\""), 1);
+    let (mut proxy, _config) = spawn_binary(
+        &config(&slow.addr.to_string(), "shutdown_timeout = \"10s\""),
+        1,
+    );
     let addr = proxy.addr("web");
     let in_flight = tokio::spawn(async move { get(&format!("http://{addr}/slow"), None).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -135,7 +154,9 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "finished");
-    let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(10))).await.unwrap();
+    let code = tokio::task::spawn_blocking(move || proxy.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
     assert_eq!(code, Some(0));
     assert!(signalled.elapsed() < Duration::from_secs(8));
 }
@@ -143,7 +164,8 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listen_address_in_use_exits_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let toml = config("127.0.0.1:1", "").replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
+    let toml =
+        config("127.0.0.1:1", "").replace("127.0.0.1:0", &taken.local_addr().unwrap().to_string());
     let path = support::tempfile_path::TempPath::new("in-use", "toml");
     std::fs::write(path.as_path(), toml).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_usherd"))
@@ -188,7 +210,9 @@ async fn demo_starts_answers_5_3_1_and_stops() {
         let reply = get(&format!("{url}/"), None).await;
         assert_eq!(reply.status, 200);
         assert!(reply.text().starts_with("hello from"));
-        *counts.entry(reply.header("x-backend").unwrap().to_string()).or_insert(0) += 1;
+        *counts
+            .entry(reply.header("x-backend").unwrap().to_string())
+            .or_insert(0) += 1;
     }
     assert_eq!(counts["alpha"], 5, "{counts:?}");
     assert_eq!(counts["beta"], 3, "{counts:?}");
@@ -209,5 +233,46 @@ async fn demo_on_a_taken_port_says_so_and_exits_2() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("--port"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("--port"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_json_access_log_event_per_request() {
+    let upstream = echo_backend("a").await;
+    let (proxy, _config) = spawn_binary_logging(&config(&upstream.addr.to_string(), ""), 1, "info");
+    let base = format!("http://{}", proxy.addr("web"));
+    assert_eq!(
+        get(&format!("{base}/logged?x=1"), Some("shop.example.com"))
+            .await
+            .status,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let event = loop {
+        let found = proxy
+            .stderr_tail
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|event| event["target"] == "access");
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "no access event logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event["client"], "127.0.0.1");
+    assert_eq!(event["method"], "GET");
+    assert_eq!(event["host"], "shop.example.com");
+    assert_eq!(event["path"], "/logged?x=1");
+    assert_eq!(event["status"], 200);
+    assert_eq!(event["upstream"], "pool");
+    assert_eq!(event["server"], upstream.addr.to_string());
+    assert!(event["bytes"].as_u64().unwrap() > 0);
+    assert!(event["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(event["request_id"].as_str().unwrap().len(), 32);
 }

@@ -152,7 +152,7 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Empty => SizeHint::with_exact(0),
             UpstreamBody::Streaming(body) => body.size_hint(),
-            UpstreamBody::Reclaimable { hint, .. } => hint.clone(),
+            UpstreamBody::Reclaimable { hint, .. } => *hint,
         }
     }
 }

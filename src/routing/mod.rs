@@ -120,7 +120,7 @@ impl Router {
                     strip_prefix: route.strip_prefix,
                 })
                 .collect();
-            routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+            routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
             compiled.push(VhostRoutes {
                 name: Arc::from(vhost.name.as_str()),
                 routes,

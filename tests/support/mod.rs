@@ -284,13 +284,22 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 /// Writes `toml` to a temporary file and runs `usherd run -c FILE`, waiting
 /// (up to 10 s) until it logs every listener as listening.
 pub fn spawn_binary(toml: &str, listener_count: usize) -> (ProxyProcess, tempfile_path::TempPath) {
+    spawn_binary_logging(toml, listener_count, "info,access=off")
+}
+
+/// `spawn_binary` with `RUST_LOG` set to `log_filter`.
+pub fn spawn_binary_logging(
+    toml: &str,
+    listener_count: usize,
+    log_filter: &str,
+) -> (ProxyProcess, tempfile_path::TempPath) {
     let path = tempfile_path::TempPath::new("usherd-test", "toml");
     std::fs::write(path.as_path(), toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_usherd"))
         .args(["run", "-c"])
         .arg(path.as_path())
         .args(["--log-format", "json"])
-        .env("RUST_LOG", "info,access=off")
+        .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
