@@ -11,7 +11,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use usherd::config::{self, Config};
-use usherd::{demo, Proxy, StartError};
+use usherd::reload::Trigger;
+use usherd::{demo, Proxy};
 
 const DEFAULT_CONFIG: &str = "config/usherd.toml";
 
@@ -37,7 +38,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy (the default command).
-    Run,
+    Run {
+        /// Do not reload when the config file changes (SIGHUP and POST /reload still do).
+        #[arg(long)]
+        no_watch: bool,
+    },
     /// Validate a config: print a summary and exit 0, or every error and exit 1.
     Check,
     /// Start 3 demo backends and a proxy in front of them.
@@ -76,14 +81,14 @@ fn main() -> ExitCode {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    match cli.command.unwrap_or(Command::Run) {
+    match cli.command.unwrap_or(Command::Run { no_watch: false }) {
         Command::Check => check(&config_path),
-        Command::Run => {
+        Command::Run { no_watch } => {
             let config = match config::load(&config_path) {
                 Ok(config) => config,
                 Err(errors) => return report_config_errors(&errors),
             };
-            on_runtime(run(config))
+            on_runtime(run(config, !no_watch))
         }
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
     }
@@ -186,19 +191,24 @@ fn on_runtime(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>)
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<ExitCode> {
+async fn run(config: Config, watch: bool) -> anyhow::Result<ExitCode> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
     let proxy = Proxy::start(config).await?;
-    wait_for_shutdown_signal().await?;
+    if watch {
+        proxy
+            .watch_config_file()
+            .context("watching the config file (run with --no-watch to do without)")?;
+    }
+    wait_for_shutdown_signal(&proxy).await?;
     proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP is answered but reload is not in this
-/// build yet, so it only says so (its default action would kill the process).
-async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; reloads on SIGHUP (a refused reload is logged
+/// and shown in /status; the running config stays).
+async fn wait_for_shutdown_signal(proxy: &Proxy) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -206,7 +216,10 @@ async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => tracing::warn!("SIGHUP: reloading is not supported by this build yet; the running config stays"),
+            _ = hangup.recv() => {
+                // The outcome is logged and recorded by the reload itself.
+                proxy.reload(Trigger::Signal).await.ok();
+            }
         }
     }
     tracing::info!("shutting down: no new connections, waiting for requests in flight");
@@ -220,25 +233,26 @@ async fn run_demo(port: u16, admin_port: u16) -> anyhow::Result<ExitCode> {
     let config = demo::demo_config(port, admin_port, &backends);
     let proxy = match Proxy::start(config).await {
         Ok(proxy) => proxy,
-        Err(StartError::Bind { addr, source, .. }) => {
+        Err(error) => {
             eprintln!(
-                "error: cannot listen on {addr}: {source}; pick other ports with --port and --admin-port"
+                "error: cannot listen on {}: {}; pick other ports with --port and --admin-port",
+                error.addr, error.source
             );
             return Ok(ExitCode::from(2));
         }
     };
-    let url = format!("http://{}", proxy.listeners[0].addr);
+    let url = format!("http://{}", proxy.listeners()[0].addr);
     println!("usherd demo: a proxy on {url} in front of three backends, strategy weighted 5/3/1");
     for ((name, addr), weight) in demo::BACKEND_NAMES.iter().zip(&backends).zip([5, 3, 1]) {
         println!("  backend {name:<6} http://{addr}  weight {weight}");
     }
-    if let Some(admin) = proxy.admin {
+    if let Some(admin) = proxy.admin_addr() {
         println!("  admin   http://{admin}/status");
     }
     println!();
     println!("Try:  for i in $(seq 9); do curl -s {url}/; done");
     println!("Ctrl-C stops everything.");
-    wait_for_shutdown_signal().await?;
+    wait_for_shutdown_signal(&proxy).await?;
     proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
-//! The routing snapshot: router and upstream pools compiled from one config,
-//! immutable, published through ONE `ArcSwap` so a request sees a consistent
-//! whole. Each request loads it once.
+//! The routing snapshot: router, upstream pools and client-connection settings
+//! compiled from one config, immutable, published through ONE `ArcSwap` so a
+//! request sees a consistent whole. Each request loads it once; each new client
+//! connection takes its settings from it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::routing::Router;
+use crate::server::{http_builder, ConnTimeouts, HttpBuilder};
 use crate::upstream::Upstream;
 
 /// Everything a request needs to be routed and balanced.
@@ -20,17 +22,25 @@ pub struct Snapshot {
     pub router: Router,
     /// In config order; routes refer to them by index.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// hyper's settings for new client connections (limits from `[global]`).
+    pub http: Arc<HttpBuilder>,
+    pub timeouts: ConnTimeouts,
 }
 
 /// The published snapshot.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 impl Snapshot {
-    pub fn build(config: Arc<Config>, generation: u64) -> Snapshot {
+    /// Compiles `config`. With `previous` (the snapshot before a reload),
+    /// servers that stay keep their counters, connections and turn.
+    pub fn build(config: Arc<Config>, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|upstream| Arc::new(Upstream::build(upstream)))
+            .map(|upstream| {
+                let before = previous.and_then(|p| p.upstream(&upstream.name));
+                Arc::new(Upstream::build(upstream, before.map(|u| &**u)))
+            })
             .collect();
         let index: HashMap<&str, usize> = config
             .upstreams
@@ -42,9 +52,19 @@ impl Snapshot {
         let router = Router::build(&config.vhosts, &listener_names, |name| index[name]);
         Snapshot {
             generation,
-            config: Arc::clone(&config),
             router,
             upstreams,
+            http: Arc::new(http_builder(&config.global)),
+            timeouts: ConnTimeouts {
+                header_read: config.global.header_read_timeout,
+                idle: config.global.idle_timeout,
+            },
+            config,
         }
+    }
+
+    /// The pool named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| &*u.name == name)
     }
 }

@@ -31,7 +31,7 @@ servers = [{{ addr = "{}", weight = 3 }}, {{ addr = "{}", weight = 1 }}]
     for _ in 0..8 {
         assert_eq!(get(&url(&proxy, "/"), None).await.status, 200);
     }
-    let admin = proxy.admin.unwrap();
+    let admin = proxy.admin_addr().unwrap();
     let reply = get(&format!("http://{admin}/status"), None).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), Some("application/json"));
@@ -52,7 +52,7 @@ servers = [{{ addr = "{}", weight = 3 }}, {{ addr = "{}", weight = 1 }}]
     assert_eq!(status["listeners"][0]["name"], "web");
     assert_eq!(
         status["listeners"][0]["listen"],
-        proxy.listeners[0].addr.to_string()
+        proxy.listeners()[0].addr.to_string()
     );
     let pool = &status["upstreams"]["pool"];
     assert_eq!(pool["strategy"], "weighted");
@@ -92,7 +92,7 @@ servers = [{{ addr = "{}" }}]
         a.addr
     ))
     .await;
-    let status_url = format!("http://{}/status", proxy.admin.unwrap());
+    let status_url = format!("http://{}/status", proxy.admin_addr().unwrap());
     assert_eq!(get(&status_url, None).await.status, 401);
     for token in ["Bearer wrong", "s3cret", "Bearer s3cre", "Bearer s3cret2"] {
         let request = Request::get(&status_url)

@@ -280,8 +280,8 @@ async fn websocket_is_tunnelled_both_ways() {
     })
     .await;
     let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
-    let stream = TcpStream::connect(proxy.listeners[0].addr).await.unwrap();
-    let ws_url = format!("ws://{}/chat", proxy.listeners[0].addr);
+    let stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();
+    let ws_url = format!("ws://{}/chat", proxy.listeners()[0].addr);
     let (mut socket, response) = tokio_tungstenite::client_async(ws_url, stream)
         .await
         .unwrap();
@@ -309,7 +309,7 @@ async fn websocket_is_tunnelled_both_ways() {
 async fn smuggling_shapes_are_refused_and_never_forwarded() {
     let upstream = echo_backend("a").await;
     let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
-    let addr = proxy.listeners[0].addr;
+    let addr = proxy.listeners()[0].addr;
     let shapes: [&[u8]; 4] = [
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
@@ -344,7 +344,7 @@ async fn oversized_heads_get_431_and_bodies_413() {
         "max_request_header_size = \"16KiB\"\nmax_request_body = \"1KiB\"",
     ))
     .await;
-    let addr = proxy.listeners[0].addr;
+    let addr = proxy.listeners()[0].addr;
     let big = "x".repeat(20 * 1024);
     let answer = raw_exchange(
         addr,
@@ -391,7 +391,7 @@ async fn slowloris_is_cut_at_header_read_timeout_while_others_are_served() {
         "header_read_timeout = \"1s\"\nidle_timeout = \"30s\"",
     ))
     .await;
-    let addr = proxy.listeners[0].addr;
+    let addr = proxy.listeners()[0].addr;
     let mut slow = TcpStream::connect(addr).await.unwrap();
     let started = Instant::now();
     let dribble = tokio::spawn(async move {
@@ -432,7 +432,7 @@ async fn idle_keep_alive_connections_close_at_idle_timeout_not_header_timeout() 
         "header_read_timeout = \"500ms\"\nidle_timeout = \"2s\"",
     ))
     .await;
-    let addr = proxy.listeners[0].addr;
+    let addr = proxy.listeners()[0].addr;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     stream.write_all(request).await.unwrap();
@@ -522,7 +522,7 @@ async fn h2c_prior_knowledge_is_served() {
 async fn missing_host_on_http11_is_400() {
     let upstream = echo_backend("a").await;
     let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
-    let answer = raw_exchange(proxy.listeners[0].addr, b"GET / HTTP/1.1\r\n\r\n").await;
+    let answer = raw_exchange(proxy.listeners()[0].addr, b"GET / HTTP/1.1\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(upstream.requests(), 0);
     proxy.shutdown().await;

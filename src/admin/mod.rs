@@ -1,10 +1,10 @@
-//! The admin API on `[admin] listen` (shared/SPEC.md §6). This build answers
-//! `GET /status`; the other calls of the SPEC answer 501 until they exist.
+//! The admin API on `[admin] listen` (shared/SPEC.md §6): `GET /status` and
+//! `POST /reload`. The other calls of the SPEC answer 501 until they exist.
 //! With a token configured, every call needs `Authorization: Bearer <token>`.
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -17,22 +17,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::snapshot::SharedSnapshot;
-use crate::BoundListener;
+use crate::app::App;
+use crate::reload::Trigger;
 
-/// What the admin API reads.
-pub struct AdminState {
-    pub snapshots: SharedSnapshot,
-    pub listeners: Vec<BoundListener>,
-    pub started_at: SystemTime,
-}
-
-/// Serves the admin API until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AdminState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves the admin API until `stop` turns true.
+pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -43,13 +32,13 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = crate::server::stopped(&mut stop) => return,
         };
-        let state = Arc::clone(&state);
+        let app = Arc::clone(&app);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, request)) }
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(route(&app, request).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(error) = builder
@@ -62,14 +51,15 @@ pub async fn serve(
     }
 }
 
-fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let snapshot = state.snapshots.load();
-    if let Some(token) = snapshot
+async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let token = app
+        .snapshots
+        .load()
         .config
         .admin
         .as_ref()
-        .and_then(|a| a.token.as_deref())
-    {
+        .and_then(|a| a.token.clone());
+    if let Some(token) = token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -79,9 +69,14 @@ fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>
         }
     }
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/status") => json_response(StatusCode::OK, &status(state)),
+        (&Method::GET, "/status") => json_response(StatusCode::OK, &status(app)),
+        (&Method::POST, "/reload") => match app.reload(Trigger::Admin).await {
+            Ok(generation) => json_response(StatusCode::OK, &json!({ "generation": generation })),
+            Err(reload_error) => error(StatusCode::BAD_REQUEST, &reload_error.to_string()),
+        },
         (_, "/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET /status"),
-        (_, "/reload" | "/metrics" | "/") => error(
+        (_, "/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload"),
+        (_, "/metrics" | "/") => error(
             StatusCode::NOT_IMPLEMENTED,
             "not available in this build yet",
         ),
@@ -94,9 +89,9 @@ fn route(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>
 }
 
 /// The `GET /status` document.
-pub fn status(state: &AdminState) -> Value {
-    let snapshot = state.snapshots.load();
-    let started_at = humantime::format_rfc3339_seconds(state.started_at).to_string();
+pub fn status(app: &App) -> Value {
+    let snapshot = app.snapshots.load();
+    let last_reload = app.last_reload();
     let upstreams: serde_json::Map<String, Value> = snapshot
         .upstreams
         .iter()
@@ -122,7 +117,9 @@ pub fn status(state: &AdminState) -> Value {
             )
         })
         .collect();
-    let listeners: Vec<Value> = state
+    let listeners: Vec<Value> = app
+        .bound
+        .load()
         .listeners
         .iter()
         .map(|l| json!({ "name": l.name, "listen": l.addr.to_string() }))
@@ -131,11 +128,25 @@ pub fn status(state: &AdminState) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "generation": snapshot.generation,
         "config_path": snapshot.config.path.as_ref().map(|p| p.display().to_string()),
-        "started_at": started_at,
-        "last_reload": { "at": started_at, "ok": true, "error": null },
+        "started_at": rfc3339(app.started_at),
+        "last_reload": {
+            "at": rfc3339(last_reload.at),
+            "ok": last_reload.ok,
+            "error": last_reload.error,
+            "changes": last_reload.changes,
+            "trigger": last_reload.trigger.map(Trigger::name),
+        },
+        "reloads": {
+            "ok": app.reload_counts.ok.load(Ordering::Relaxed),
+            "failed": app.reload_counts.failed.load(Ordering::Relaxed),
+        },
         "listeners": listeners,
         "upstreams": upstreams,
     })
+}
+
+fn rfc3339(time: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
 }
 
 /// Compares without stopping at the first difference, so response timing

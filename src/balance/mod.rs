@@ -37,6 +37,16 @@ impl Balancer {
         }
     }
 
+    /// Continues the turn-taking of `previous` (the same pool before a
+    /// reload) instead of starting over; random strategies have no position.
+    pub fn continue_from(&self, previous: &Balancer) {
+        match (self, previous) {
+            (Balancer::RoundRobin(new), Balancer::RoundRobin(old)) => new.continue_from(old),
+            (Balancer::Weighted(new), Balancer::Weighted(old)) => new.continue_from(old),
+            _ => {}
+        }
+    }
+
     /// The index of the server for the next request among those for which
     /// `candidate` is true, or `None` when there is none.
     pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {

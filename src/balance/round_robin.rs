@@ -19,6 +19,11 @@ impl RoundRobin {
         }
     }
 
+    pub fn continue_from(&self, previous: &RoundRobin) {
+        self.cursor
+            .store(previous.cursor.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
         if self.len == 0 {
             return None;

@@ -60,6 +60,20 @@ impl SmoothWeighted {
         }
     }
 
+    /// Takes over the schedule position (live mode keeps no position: its
+    /// scores start from zero, as nginx does after a reload).
+    pub fn continue_from(&self, previous: &SmoothWeighted) {
+        if let (
+            Mode::Schedule { cursor, .. },
+            Mode::Schedule {
+                cursor: old_cursor, ..
+            },
+        ) = (&self.mode, &previous.mode)
+        {
+            cursor.store(old_cursor.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
         let len = self.weights.len();
         if len == 0 {

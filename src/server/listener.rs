@@ -1,7 +1,8 @@
 //! The accept loop of one listener: a connection slot from `max_connections`,
 //! then HTTP/1.1 or h2c (by preface) served by hyper with the proxy service,
-//! until shutdown is signalled; then it stops accepting and its connections
-//! finish their requests.
+//! with the settings of the snapshot current at accept. When its stop signal
+//! comes (shutdown, or a reload that removes it) it stops accepting and its
+//! connections finish the requests they have, then close.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use super::conn::{ClientIo, ConnState, ConnTimeouts};
+use super::conn::{ClientIo, ConnState};
 use crate::config::Global;
 use crate::proxy::{handle, ClientConn};
 use crate::snapshot::SharedSnapshot;
@@ -42,8 +43,6 @@ pub fn http_builder(global: &Global) -> HttpBuilder {
 pub struct ListenerContext {
     pub name: Arc<str>,
     pub snapshots: SharedSnapshot,
-    pub http: Arc<HttpBuilder>,
-    pub timeouts: ConnTimeouts,
     pub connection_slots: Arc<Semaphore>,
     pub tracker: TaskTracker,
 }
@@ -84,11 +83,14 @@ pub async fn serve_listener(
             "http",
             Arc::clone(&state),
         ));
-        let io = TokioIo::new(ClientIo::new(stream, state, context.timeouts));
+        let (http, timeouts) = {
+            let snapshot = context.snapshots.load();
+            (Arc::clone(&snapshot.http), snapshot.timeouts)
+        };
+        let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
         let snapshots = Arc::clone(&context.snapshots);
         let service =
             service_fn(move |request| handle(Arc::clone(&snapshots), Arc::clone(&client), request));
-        let http = Arc::clone(&context.http);
         let mut shutdown = shutdown.clone();
         context.tracker.spawn(async move {
             let _permit = permit;

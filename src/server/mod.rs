@@ -3,6 +3,8 @@
 
 mod conn;
 mod listener;
+mod listener_set;
 
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
 pub use listener::{http_builder, serve_listener, stopped, HttpBuilder, ListenerContext};
+pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};

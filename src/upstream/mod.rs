@@ -1,5 +1,10 @@
 //! Upstream pools: the servers of one upstream, their live counters, their
 //! pooled keep-alive connections, and the strategy that picks among them.
+//!
+//! A pool is immutable; a reload builds a new one. What must outlive a reload
+//! for a server that stays (same upstream name and address) is shared with
+//! the previous pool: its counters (`Arc<EndpointStats>`) and its client with
+//! the idle keep-alive connections; the strategy continues from its position.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -33,21 +38,35 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn build(config: &config::Upstream) -> Upstream {
+    /// Builds a pool; with `previous` (the pool of the same name before a
+    /// reload), servers that stay keep their state.
+    pub fn build(config: &config::Upstream, previous: Option<&Upstream>) -> Upstream {
         let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
+        let balancer = Balancer::new(config.strategy, &weights);
+        if let Some(previous) = previous {
+            balancer.continue_from(&previous.balancer);
+        }
         Upstream {
             name: Arc::from(config.name.as_str()),
             strategy: config.strategy,
-            balancer: Balancer::new(config.strategy, &weights),
+            balancer,
             endpoints: config
                 .servers
                 .iter()
-                .map(|server| Arc::new(Endpoint::new(server, config.connect_timeout)))
+                .map(|server| {
+                    let before = previous.and_then(|p| p.endpoint(&server.addr));
+                    Arc::new(Endpoint::new(server, config.connect_timeout, before))
+                })
                 .collect(),
             timeout: config.timeout,
             retries: config.retries,
             max_connections_per_server: config.max_connections_per_server,
         }
+    }
+
+    /// The server with this address, if the pool has it.
+    pub fn endpoint(&self, addr: &str) -> Option<&Arc<Endpoint>> {
+        self.endpoints.iter().find(|e| &*e.addr == addr)
     }
 
     /// Picks a server that may take a request now and that `tried` does not
@@ -68,20 +87,24 @@ pub struct Endpoint {
     pub addr: Arc<str>,
     pub weight: u32,
     pub authority: Authority,
-    pub stats: EndpointStats,
+    pub stats: Arc<EndpointStats>,
     pub client: UpstreamClient,
+    connect_timeout: Duration,
 }
 
 impl Endpoint {
-    fn new(server: &config::Server, connect_timeout: Duration) -> Endpoint {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+    /// A server; `before` is the same server in the pool before a reload.
+    fn new(
+        server: &config::Server,
+        connect_timeout: Duration,
+        before: Option<&Arc<Endpoint>>,
+    ) -> Endpoint {
+        let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
+        // The client holds the idle connections; a new connect timeout needs a new one.
+        let client = match before {
+            Some(before) if before.connect_timeout == connect_timeout => before.client.clone(),
+            _ => new_client(connect_timeout),
+        };
         Endpoint {
             addr: Arc::from(server.addr.as_str()),
             weight: server.weight,
@@ -89,10 +112,22 @@ impl Endpoint {
                 .addr
                 .parse()
                 .expect("server addresses are validated as host:port"),
-            stats: EndpointStats::default(),
+            stats,
             client,
+            connect_timeout,
         }
     }
+}
+
+fn new_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
 }
 
 /// Live counters of one server; atomics only.

@@ -141,7 +141,7 @@ pub async fn start_proxy(toml: &str) -> usherd::Proxy {
 
 /// The URL of the proxy's first listener.
 pub fn url(proxy: &usherd::Proxy, path: &str) -> String {
-    format!("http://{}{path}", proxy.listeners[0].addr)
+    format!("http://{}{path}", proxy.listeners()[0].addr)
 }
 
 /// A pooled HTTP/1.1 client.

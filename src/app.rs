@@ -1,0 +1,161 @@
+//! The running proxy's shared state: the published snapshot, the listener
+//! sets, the reload record, and the client connections to drain on shutdown.
+//! `reload/` changes it; `admin/` reads it; `Proxy` (lib.rs) is its handle.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::admin;
+use crate::config::Config;
+use crate::reload::{ReloadCounts, ReloadRecord};
+use crate::server::{
+    serve_listener, BindError, BindPlan, BoundListener, ListenerContext, ListenerSet,
+};
+use crate::snapshot::{SharedSnapshot, Snapshot};
+
+/// What only one reload at a time may change.
+pub(crate) struct Control {
+    pub listeners: ListenerSet,
+    pub admin: ListenerSet,
+    /// The `max_connections` the connection slots are sized for.
+    pub max_connections: usize,
+}
+
+/// Where the proxy is listening now.
+#[derive(Debug, Default, Clone)]
+pub struct Bound {
+    pub listeners: Vec<BoundListener>,
+    pub admin: Option<SocketAddr>,
+}
+
+pub struct App {
+    pub snapshots: SharedSnapshot,
+    pub(crate) control: tokio::sync::Mutex<Control>,
+    pub bound: ArcSwap<Bound>,
+    pub(crate) last_reload: Mutex<ReloadRecord>,
+    pub reload_counts: ReloadCounts,
+    /// The config text the last reload from the file read, so the file
+    /// watcher can skip events that did not change it.
+    pub(crate) last_file_text: Mutex<Option<String>>,
+    pub started_at: SystemTime,
+    pub(crate) connection_slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    /// Turns true on shutdown, for background tasks such as the file watcher.
+    pub(crate) shutdown: watch::Sender<bool>,
+}
+
+impl App {
+    /// Binds every listener of `config` (all or none) and starts serving.
+    pub async fn start(config: Config) -> Result<Arc<App>, BindError> {
+        let config = Arc::new(config);
+        let started_at = SystemTime::now();
+        let file_text = config
+            .path
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        let app = Arc::new(App {
+            snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::build(
+                Arc::clone(&config),
+                1,
+                None,
+            ))),
+            control: tokio::sync::Mutex::new(Control {
+                listeners: ListenerSet::default(),
+                admin: ListenerSet::default(),
+                max_connections: config.global.max_connections,
+            }),
+            bound: ArcSwap::default(),
+            last_reload: Mutex::new(ReloadRecord::started(started_at)),
+            reload_counts: ReloadCounts::default(),
+            last_file_text: Mutex::new(file_text),
+            started_at,
+            connection_slots: Arc::new(Semaphore::new(config.global.max_connections)),
+            connections: TaskTracker::new(),
+            shutdown: watch::channel(false).0,
+        });
+        let mut control = app.control.lock().await;
+        let (listeners, admin) = app.bind_missing(&control, &config).await?;
+        app.switch_listeners(&mut control, listeners, admin);
+        drop(control);
+        Ok(app)
+    }
+
+    /// Binds what `config` wants and is not bound yet: listeners, then admin.
+    pub(crate) async fn bind_missing(
+        &self,
+        control: &Control,
+        config: &Config,
+    ) -> Result<(BindPlan, BindPlan), BindError> {
+        let listeners: Vec<(String, SocketAddr)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
+        let admin: Vec<(String, SocketAddr)> = config
+            .admin
+            .iter()
+            .map(|a| ("admin".to_string(), a.listen))
+            .collect();
+        let listeners = control
+            .listeners
+            .bind_missing(&listeners, "listener")
+            .await?;
+        let admin = control.admin.bind_missing(&admin, "the admin API").await?;
+        Ok((listeners, admin))
+    }
+
+    /// Starts newly bound listeners and stops those no longer wanted.
+    pub(crate) fn switch_listeners(
+        self: &Arc<Self>,
+        control: &mut Control,
+        listeners: BindPlan,
+        admin: BindPlan,
+    ) {
+        control
+            .listeners
+            .switch_to(listeners, |name, socket, stop| {
+                let context = ListenerContext {
+                    name: Arc::from(name),
+                    snapshots: Arc::clone(&self.snapshots),
+                    connection_slots: Arc::clone(&self.connection_slots),
+                    tracker: self.connections.clone(),
+                };
+                tokio::spawn(serve_listener(socket, context, stop));
+            });
+        control.admin.switch_to(admin, |_, socket, stop| {
+            tokio::spawn(admin::serve(socket, Arc::clone(self), stop));
+        });
+        self.bound.store(Arc::new(Bound {
+            listeners: control.listeners.bound(),
+            admin: control.admin.bound().first().map(|b| b.addr),
+        }));
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to
+    /// `shutdown_timeout`, and returns true if all finished in time.
+    pub async fn shutdown(&self) -> bool {
+        let limit = self.snapshots.load().config.global.shutdown_timeout;
+        {
+            let mut control = self.control.lock().await;
+            control.listeners.stop_all();
+            control.admin.stop_all();
+        }
+        self.shutdown.send_replace(true);
+        self.connections.close();
+        let in_time = tokio::time::timeout(limit, self.connections.wait())
+            .await
+            .is_ok();
+        if !in_time {
+            tracing::warn!(
+                ?limit,
+                "shutdown_timeout passed with requests still in flight"
+            );
+        }
+        in_time
+    }
+}

@@ -1,0 +1,231 @@
+//! Live reload (shared/SPEC.md §5): build, validate, then swap.
+//!
+//! The whole new config is read and validated off the request path, the new
+//! snapshot is built carrying the state of servers that stay, new listeners
+//! are bound (all or none), and only then is the snapshot published with one
+//! `ArcSwap::store`. Any error leaves everything as it was. Requests in flight
+//! keep the snapshot they loaded, so they finish as they started.
+//!
+//! Triggers: SIGHUP (main.rs), the file changing on disk (`watch`), and
+//! `POST /reload` (admin). One reload runs at a time.
+
+pub mod diff;
+mod watch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::app::{App, Control};
+use crate::config::{parse_config, Config, ConfigError, ConfigErrors};
+use crate::server::BindError;
+use crate::snapshot::Snapshot;
+
+pub use watch::{watch_config_file, DEBOUNCE};
+
+/// What asked for a reload; logged with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP.
+    Signal,
+    /// The config file changed on disk.
+    FileChange,
+    /// `POST /reload` on the admin API.
+    Admin,
+    /// A caller of the library.
+    Api,
+}
+
+impl Trigger {
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::Signal => "signal",
+            Trigger::FileChange => "file_change",
+            Trigger::Admin => "admin",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+/// Why a reload was refused; the running config stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error(transparent)]
+    Bind(BindError),
+    #[error("the running config was not read from a file, so there is no file to reload")]
+    NoFile,
+}
+
+/// The outcome of the last reload, for `GET /status`.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    pub at: SystemTime,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// One line per changed listener, vhost, upstream or setting.
+    pub changes: Vec<String>,
+    pub trigger: Option<Trigger>,
+}
+
+impl ReloadRecord {
+    /// The record before any reload: the start counts as a good load.
+    pub fn started(at: SystemTime) -> ReloadRecord {
+        ReloadRecord {
+            at,
+            ok: true,
+            error: None,
+            changes: Vec::new(),
+            trigger: None,
+        }
+    }
+}
+
+/// Reloads by result, since start.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl App {
+    /// Reads the config file again and applies it; returns the new generation.
+    pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> Result<u64, ReloadError> {
+        self.reload_file(trigger, true).await
+    }
+
+    /// As `reload`; with `report` false a file that cannot be read or parsed
+    /// is not recorded as a failed reload (the watcher tries once more first).
+    pub(crate) async fn reload_file(
+        self: &Arc<Self>,
+        trigger: Trigger,
+        report: bool,
+    ) -> Result<u64, ReloadError> {
+        let Some(path) = self.snapshots.load().config.path.clone() else {
+            return Err(ReloadError::NoFile);
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|error| {
+                ConfigErrors(vec![ConfigError {
+                    file: file.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read the file: {error}"),
+                }])
+            })?;
+            let parsed = parse_config(&text, &file).map(|mut config| {
+                config.path = Some(path);
+                config
+            });
+            Ok::<_, ConfigErrors>((text, parsed))
+        })
+        .await
+        .expect("reading the config does not panic");
+        let parsed = match read {
+            Ok((text, parsed)) => {
+                *self
+                    .last_file_text
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(text);
+                parsed
+            }
+            Err(unreadable) => Err(unreadable),
+        };
+        match parsed {
+            Ok(config) => self.apply(config, trigger).await,
+            Err(errors) => {
+                if report {
+                    self.record_failure(trigger, errors.to_string());
+                }
+                Err(ReloadError::Config(errors))
+            }
+        }
+    }
+
+    /// Applies a validated config: bind new listeners, build the snapshot with
+    /// the state of servers that stay, publish it, switch listeners.
+    pub async fn apply(
+        self: &Arc<Self>,
+        config: Config,
+        trigger: Trigger,
+    ) -> Result<u64, ReloadError> {
+        let mut control = self.control.lock().await;
+        let (listeners, admin) = match self.bind_missing(&control, &config).await {
+            Ok(plans) => plans,
+            Err(error) => {
+                self.record_failure(trigger, error.to_string());
+                return Err(ReloadError::Bind(error));
+            }
+        };
+        let previous = self.snapshots.load_full();
+        let generation = previous.generation + 1;
+        let changes = diff::describe(&previous.config, &config);
+        let max_connections = config.global.max_connections;
+        let config = Arc::new(config);
+        let snapshot = tokio::task::spawn_blocking(move || {
+            Snapshot::build(config, generation, Some(&previous))
+        })
+        .await
+        .expect("building a snapshot does not panic");
+        self.snapshots.store(Arc::new(snapshot));
+        self.switch_listeners(&mut control, listeners, admin);
+        self.resize_connection_slots(&mut control, max_connections);
+        drop(control);
+
+        self.reload_counts.ok.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            generation,
+            trigger = trigger.name(),
+            changes = %if changes.is_empty() { "none".to_string() } else { changes.join("; ") },
+            "config reloaded"
+        );
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = ReloadRecord {
+            at: SystemTime::now(),
+            ok: true,
+            error: None,
+            changes,
+            trigger: Some(trigger),
+        };
+        Ok(generation)
+    }
+
+    fn record_failure(&self, trigger: Trigger, error: String) {
+        self.reload_counts.failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(trigger = trigger.name(), %error, "config reload refused; the running config stays");
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = ReloadRecord {
+            at: SystemTime::now(),
+            ok: false,
+            error: Some(error),
+            changes: Vec::new(),
+            trigger: Some(trigger),
+        };
+    }
+
+    /// Makes the connection slots match a changed `max_connections`: more
+    /// at once; fewer as connections beyond the new limit close.
+    fn resize_connection_slots(&self, control: &mut Control, max_connections: usize) {
+        let old = control.max_connections;
+        control.max_connections = max_connections;
+        if max_connections > old {
+            self.connection_slots.add_permits(max_connections - old);
+        } else if max_connections < old {
+            let surplus = u32::try_from(old - max_connections).unwrap_or(u32::MAX);
+            let slots = Arc::clone(&self.connection_slots);
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(surplus).await {
+                    permits.forget();
+                }
+            });
+        }
+    }
+
+    /// The last reload's outcome.
+    pub fn last_reload(&self) -> ReloadRecord {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

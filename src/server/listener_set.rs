@@ -1,0 +1,136 @@
+//! The set of running listeners, changed by reloads without ever rebinding a
+//! listener that stays: new ones are bound first (all or none, so a listener
+//! that cannot be bound fails the whole reload), then removed ones stop
+//! accepting and their connections drain.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A listen address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {what}: {source}")]
+pub struct BindError {
+    pub what: String,
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+/// A listener as bound: its port is the real one even when the config said 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundListener {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Running {
+    name: String,
+    configured: SocketAddr,
+    bound: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// Sockets bound for a change of the set, not yet serving.
+#[derive(Debug)]
+pub struct BindPlan {
+    wanted: Vec<(String, SocketAddr)>,
+    bound: Vec<(String, SocketAddr, TcpListener)>,
+}
+
+/// Listeners by name, each with its own stop signal.
+#[derive(Debug, Default)]
+pub struct ListenerSet {
+    running: Vec<Running>,
+}
+
+impl ListenerSet {
+    /// Binds every wanted `(name, address)` that is not running as such now.
+    /// `what` names the kind in errors ("listener", "admin API").
+    pub async fn bind_missing(
+        &self,
+        wanted: &[(String, SocketAddr)],
+        what: &str,
+    ) -> Result<BindPlan, BindError> {
+        let mut bound = Vec::new();
+        for (name, addr) in wanted {
+            if self.find(name, *addr).is_some() {
+                continue;
+            }
+            let socket = TcpListener::bind(addr).await.map_err(|source| BindError {
+                what: format!("{what} `{name}`"),
+                addr: *addr,
+                source,
+            })?;
+            bound.push((name.clone(), *addr, socket));
+        }
+        Ok(BindPlan {
+            wanted: wanted.to_vec(),
+            bound,
+        })
+    }
+
+    /// Stops the listeners the plan does not want and starts its new ones:
+    /// `serve(name, socket, stop)` must spawn the accept loop.
+    pub fn switch_to(
+        &mut self,
+        plan: BindPlan,
+        mut serve: impl FnMut(&str, TcpListener, watch::Receiver<bool>),
+    ) {
+        let wanted = plan.wanted;
+        self.running.retain(|running| {
+            let keep = wanted
+                .iter()
+                .any(|(name, addr)| *name == running.name && *addr == running.configured);
+            if !keep {
+                tracing::info!(listener = %running.name, addr = %running.bound, "listener removed: no new connections, draining");
+                running.stop.send_replace(true);
+            }
+            keep
+        });
+        for (name, configured, socket) in plan.bound {
+            let bound = socket.local_addr().unwrap_or(configured);
+            let (stop, stop_rx) = watch::channel(false);
+            tracing::info!(listener = %name, addr = %bound, "listening");
+            serve(&name, socket, stop_rx);
+            self.running.push(Running {
+                name,
+                configured,
+                bound,
+                stop,
+            });
+        }
+        // Keep the config's order.
+        self.running.sort_by_key(|running| {
+            wanted
+                .iter()
+                .position(|(name, _)| *name == running.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+
+    /// Stops every listener.
+    pub fn stop_all(&mut self) {
+        for running in self.running.drain(..) {
+            running.stop.send_replace(true);
+        }
+    }
+
+    pub fn bound(&self) -> Vec<BoundListener> {
+        self.running
+            .iter()
+            .map(|running| BoundListener {
+                name: running.name.clone(),
+                addr: running.bound,
+            })
+            .collect()
+    }
+
+    fn find(&self, name: &str, configured: SocketAddr) -> Option<&Running> {
+        self.running
+            .iter()
+            .find(|running| running.name == name && running.configured == configured)
+    }
+}
