@@ -65,8 +65,8 @@ impl App {
                 None,
             ))),
             control: tokio::sync::Mutex::new(Control {
-                listeners: ListenerSet::default(),
-                admin: ListenerSet::default(),
+                listeners: ListenerSet::new("listener"),
+                admin: ListenerSet::new("admin API"),
                 max_connections: config.global.max_connections,
             }),
             bound: ArcSwap::default(),
@@ -101,11 +101,8 @@ impl App {
             .iter()
             .map(|a| ("admin".to_string(), a.listen))
             .collect();
-        let listeners = control
-            .listeners
-            .bind_missing(&listeners, "listener")
-            .await?;
-        let admin = control.admin.bind_missing(&admin, "the admin API").await?;
+        let listeners = control.listeners.bind_missing(&listeners).await?;
+        let admin = control.admin.bind_missing(&admin).await?;
         Ok((listeners, admin))
     }
 

@@ -41,18 +41,25 @@ pub struct BindPlan {
 }
 
 /// Listeners by name, each with its own stop signal.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ListenerSet {
+    /// What these listeners serve, for logs and errors: "listener", "admin API".
+    kind: &'static str,
     running: Vec<Running>,
 }
 
 impl ListenerSet {
+    pub fn new(kind: &'static str) -> ListenerSet {
+        ListenerSet {
+            kind,
+            running: Vec::new(),
+        }
+    }
+
     /// Binds every wanted `(name, address)` that is not running as such now.
-    /// `what` names the kind in errors ("listener", "admin API").
     pub async fn bind_missing(
         &self,
         wanted: &[(String, SocketAddr)],
-        what: &str,
     ) -> Result<BindPlan, BindError> {
         let mut bound = Vec::new();
         for (name, addr) in wanted {
@@ -60,7 +67,7 @@ impl ListenerSet {
                 continue;
             }
             let socket = TcpListener::bind(addr).await.map_err(|source| BindError {
-                what: format!("{what} `{name}`"),
+                what: format!("{} `{name}`", self.kind),
                 addr: *addr,
                 source,
             })?;
@@ -85,7 +92,7 @@ impl ListenerSet {
                 .iter()
                 .any(|(name, addr)| *name == running.name && *addr == running.configured);
             if !keep {
-                tracing::info!(listener = %running.name, addr = %running.bound, "listener removed: no new connections, draining");
+                tracing::info!(kind = self.kind, listener = %running.name, addr = %running.bound, "removed: no new connections, draining");
                 running.stop.send_replace(true);
             }
             keep
@@ -93,7 +100,7 @@ impl ListenerSet {
         for (name, configured, socket) in plan.bound {
             let bound = socket.local_addr().unwrap_or(configured);
             let (stop, stop_rx) = watch::channel(false);
-            tracing::info!(listener = %name, addr = %bound, "listening");
+            tracing::info!(kind = self.kind, listener = %name, addr = %bound, "listening");
             serve(&name, socket, stop_rx);
             self.running.push(Running {
                 name,

@@ -293,12 +293,24 @@ pub fn spawn_binary_logging(
     listener_count: usize,
     log_filter: &str,
 ) -> (ProxyProcess, tempfile_path::TempPath) {
+    spawn_binary_with(toml, listener_count, log_filter, &[])
+}
+
+/// `spawn_binary` with `RUST_LOG` and more arguments to `usherd run`. The
+/// admin listener, if any, is named `[admin]` among the listeners.
+pub fn spawn_binary_with(
+    toml: &str,
+    listener_count: usize,
+    log_filter: &str,
+    args: &[&str],
+) -> (ProxyProcess, tempfile_path::TempPath) {
     let path = tempfile_path::TempPath::new("usherd-test", "toml");
     std::fs::write(path.as_path(), toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_usherd"))
         .args(["run", "-c"])
         .arg(path.as_path())
         .args(["--log-format", "json"])
+        .args(args)
         .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -313,7 +325,10 @@ pub fn spawn_binary_logging(
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
                 if event["message"] == "listening" {
-                    let name = event["listener"].as_str().unwrap_or("").to_string();
+                    let mut name = event["listener"].as_str().unwrap_or("").to_string();
+                    if event["kind"] == "admin API" {
+                        name = "[admin]".into();
+                    }
                     let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
                     let _ = sender.send((name, addr));
                 }
@@ -338,30 +353,35 @@ pub fn spawn_binary_logging(
     )
 }
 
-/// A file path removed when dropped.
+/// A file path in a directory of its own, both removed when dropped.
 pub mod tempfile_path {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     static NEXT: AtomicUsize = AtomicUsize::new(0);
 
-    pub struct TempPath(PathBuf);
+    pub struct TempPath {
+        directory: PathBuf,
+        file: PathBuf,
+    }
 
     impl TempPath {
         pub fn new(stem: &str, extension: &str) -> TempPath {
             let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let name = format!("{stem}-{}-{n}.{extension}", std::process::id());
-            TempPath(std::env::temp_dir().join(name))
+            let directory = std::env::temp_dir().join(format!("usherd-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&directory).unwrap();
+            let file = directory.join(format!("{stem}.{extension}"));
+            TempPath { directory, file }
         }
 
         pub fn as_path(&self) -> &Path {
-            &self.0
+            &self.file
         }
     }
 
     impl Drop for TempPath {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(&self.directory);
         }
     }
 }
