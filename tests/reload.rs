@@ -542,3 +542,33 @@ async fn a_listener_that_cannot_bind_fails_the_whole_reload() {
     assert!(!record.ok);
     assert!(record.error.unwrap().contains("listener `extra`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_file_is_read_again_before_failing() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let (proxy, config) =
+        spawn_binary_with(&single_pool(&a.addr.to_string(), true), 2, "info", &[]);
+    let base = format!("http://{}", proxy.addr("web"));
+    let status_url = format!("http://{}/status", proxy.addr("[admin]"));
+    let complete = single_pool(&b.addr.to_string(), true);
+    // The first half sits there past the debounce; the rest comes before the retry.
+    std::fs::write(config.as_path(), &complete[..complete.len() / 2]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(config.as_path(), &complete).unwrap();
+    assert!(eventually(Duration::from_secs(5), || serves(&base, "b")).await);
+    let status = get(&status_url, None).await.json();
+    assert_eq!(
+        status["reloads"]["failed"], 0,
+        "the half-written file was reported: {status}"
+    );
+    assert_eq!(status["last_reload"]["ok"], true);
+
+    // A file that is briefly missing is no failure either.
+    std::fs::remove_file(config.as_path()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(config.as_path(), single_pool(&a.addr.to_string(), true)).unwrap();
+    assert!(eventually(Duration::from_secs(5), || serves(&base, "a")).await);
+    let status = get(&status_url, None).await.json();
+    assert_eq!(status["reloads"]["failed"], 0, "{status}");
+}
