@@ -2,21 +2,24 @@
 //! sets, the reload record, and the client connections to drain on shutdown.
 //! `reload/` changes it; `admin/` reads it; `Proxy` (lib.rs) is its handle.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, HealthCheck};
 use crate::reload::{ReloadCounts, ReloadRecord};
 use crate::server::{
     serve_listener, BindError, BindPlan, BoundListener, ListenerContext, ListenerSet,
 };
 use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::upstream::spawn_checks;
 
 /// What only one reload at a time may change.
 pub(crate) struct Control {
@@ -24,6 +27,52 @@ pub(crate) struct Control {
     pub admin: ListenerSet,
     /// The `max_connections` the connection slots are sized for.
     pub max_connections: usize,
+    /// The health checker of each upstream that has checks, by name.
+    pub health_checks: HashMap<String, RunningChecks>,
+}
+
+/// A running health checker and what it was started for; aborted on drop.
+pub(crate) struct RunningChecks {
+    check: HealthCheck,
+    servers: Vec<Arc<str>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for RunningChecks {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Control {
+    /// Starts, keeps or stops health checkers to match `snapshot`: a checker
+    /// whose upstream kept its check settings and servers keeps running (and
+    /// its schedule); the others restart. Health state itself lives with the
+    /// servers, so a restart loses nothing.
+    pub fn sync_health_checks(&mut self, snapshot: &Snapshot) {
+        let mut wanted = HashMap::new();
+        for upstream in &snapshot.upstreams {
+            let Some(check) = &upstream.health_check else {
+                continue;
+            };
+            let servers: Vec<Arc<str>> = upstream
+                .endpoints
+                .iter()
+                .map(|e| Arc::clone(&e.addr))
+                .collect();
+            let running = match self.health_checks.remove(&*upstream.name) {
+                Some(running) if running.check == *check && running.servers == servers => running,
+                _ => RunningChecks {
+                    check: check.clone(),
+                    servers,
+                    task: spawn_checks(upstream, check.clone()),
+                },
+            };
+            wanted.insert(upstream.name.to_string(), running);
+        }
+        // Those left are for upstreams without checks now: dropping stops them.
+        self.health_checks = wanted;
+    }
 }
 
 /// Where the proxy is listening now.
@@ -68,6 +117,7 @@ impl App {
                 listeners: ListenerSet::new("listener"),
                 admin: ListenerSet::new("admin API"),
                 max_connections: config.global.max_connections,
+                health_checks: HashMap::new(),
             }),
             bound: ArcSwap::default(),
             last_reload: Mutex::new(ReloadRecord::started(started_at)),
@@ -81,6 +131,7 @@ impl App {
         let mut control = app.control.lock().await;
         let (listeners, admin) = app.bind_missing(&control, &config).await?;
         app.switch_listeners(&mut control, listeners, admin);
+        control.sync_health_checks(&app.snapshots.load());
         drop(control);
         Ok(app)
     }
@@ -141,6 +192,7 @@ impl App {
             let mut control = self.control.lock().await;
             control.listeners.stop_all();
             control.admin.stop_all();
+            control.health_checks.clear();
         }
         self.shutdown.send_replace(true);
         self.connections.close();

@@ -185,9 +185,30 @@ fn no_listeners() {
 }
 
 #[test]
-fn features_of_later_builds_are_refused_clearly() {
-    let text = format!("{BASE}\n[upstreams.app.health_check]\npath = \"/healthz\"\n");
-    assert_error(&text, 13, "health_check is not supported by this build yet");
+fn health_check_and_outlier_settings_are_checked() {
+    let text = format!(
+        "{BASE}\n[upstreams.app.health_check]\npath = \"healthz\"\nrise = 0\nexpect_status = \"2xx\"\n[upstreams.app.outlier]\nconsecutive_failures = 0\nejection_time = \"never\"\n"
+    );
+    assert_error(&text, 14, "must start with `/`");
+    assert_error(&text, 15, "rise must be between 1 and 100");
+    assert_error(&text, 16, "expect_status `2xx` is not a status or range");
+    assert_error(&text, 18, "consecutive_failures must be between 1 and 1000");
+    assert_error(&text, 19, "ejection_time `never` is not a duration");
+    let text = format!(
+        "{BASE}\n[upstreams.app.health_check]\npath = \"/ready\"\ninterval = \"500ms\"\nexpect_status = \"200,204\"\n[upstreams.app.outlier]\n"
+    );
+    let config = parse_config(&text, "ok.toml").unwrap();
+    let check = config.upstreams[0].health_check.as_ref().unwrap();
+    assert_eq!(check.path, "/ready");
+    assert_eq!((check.rise, check.fall), (2, 3));
+    assert!(check.passes(204) && !check.passes(201));
+    let outlier = config.upstreams[0].outlier.unwrap();
+    assert_eq!(outlier.consecutive_failures, 5);
+    assert_eq!(outlier.ejection_time, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn strategies_of_later_builds_are_refused_clearly() {
     let text = BASE.replace("\"weighted\"", "\"peak_ewma\"");
     assert_error(&text, 10, "not supported by this build yet");
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::reload::Trigger;
+use crate::upstream::LazyNow;
 
 /// Serves the admin API until `stop` turns true.
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
@@ -100,20 +101,38 @@ pub fn status(app: &App) -> Value {
                 .endpoints
                 .iter()
                 .map(|endpoint| {
+                    let health = &endpoint.health;
+                    let last_check = health.last_check().map(|check| {
+                        json!({
+                            "at": rfc3339(check.at),
+                            "passed": check.passed,
+                            "detail": check.detail,
+                            "duration_ms": check.duration.as_secs_f64() * 1000.0,
+                        })
+                    });
                     json!({
                         "addr": &*endpoint.addr,
                         "weight": endpoint.weight,
-                        "healthy": true,
+                        "healthy": health.is_up(),
+                        "ejected": health.is_ejected(&mut LazyNow::default()),
                         "draining": false,
                         "in_flight": endpoint.stats.in_flight(),
                         "requests": endpoint.stats.requests(),
                         "failures": endpoint.stats.failures(),
+                        "last_check": last_check,
+                        "reason": health.reason_unavailable(),
                     })
                 })
                 .collect();
             (
                 upstream.name.to_string(),
-                json!({ "strategy": upstream.strategy.name(), "servers": servers }),
+                json!({
+                    "strategy": upstream.strategy.name(),
+                    "health_checks": upstream.health_check.is_some(),
+                    "retries": upstream.retry_budget.retries(),
+                    "retry_budget_exhausted": upstream.retry_budget.exhausted(),
+                    "servers": servers,
+                }),
             )
         })
         .collect();

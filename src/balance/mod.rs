@@ -49,7 +49,7 @@ impl Balancer {
 
     /// The index of the server for the next request among those for which
     /// `candidate` is true, or `None` when there is none.
-    pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, candidate: impl FnMut(usize) -> bool) -> Option<usize> {
         match self {
             Balancer::RoundRobin(strategy) => strategy.pick(candidate),
             Balancer::Random(strategy) => strategy.pick(candidate),
@@ -61,7 +61,11 @@ impl Balancer {
 
 /// The first candidate at or after `start`, wrapping around; the fallback of
 /// every strategy when its first choice is not a candidate.
-fn next_candidate(start: usize, len: usize, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+fn next_candidate(
+    start: usize,
+    len: usize,
+    mut candidate: impl FnMut(usize) -> bool,
+) -> Option<usize> {
     (0..len)
         .map(|step| (start + step) % len)
         .find(|&i| candidate(i))

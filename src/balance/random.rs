@@ -13,7 +13,7 @@ impl Random {
         Random { len }
     }
 
-    pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, candidate: impl FnMut(usize) -> bool) -> Option<usize> {
         if self.len == 0 {
             return None;
         }

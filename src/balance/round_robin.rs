@@ -24,7 +24,7 @@ impl RoundRobin {
             .store(previous.cursor.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
-    pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, candidate: impl FnMut(usize) -> bool) -> Option<usize> {
         if self.len == 0 {
             return None;
         }

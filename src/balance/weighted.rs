@@ -74,7 +74,7 @@ impl SmoothWeighted {
         }
     }
 
-    pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, mut candidate: impl FnMut(usize) -> bool) -> Option<usize> {
         let len = self.weights.len();
         if len == 0 {
             return None;
@@ -106,7 +106,7 @@ impl SmoothWeighted {
 fn nginx_step(
     weights: &[u32],
     scores: &mut [i64],
-    candidate: impl Fn(usize) -> bool,
+    mut candidate: impl FnMut(usize) -> bool,
 ) -> Option<usize> {
     let mut total = 0i64;
     let mut best: Option<usize> = None;

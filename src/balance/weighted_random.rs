@@ -21,7 +21,7 @@ impl WeightedRandom {
         WeightedRandom { cumulative }
     }
 
-    pub fn pick(&self, candidate: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn pick(&self, candidate: impl FnMut(usize) -> bool) -> Option<usize> {
         let total = *self.cumulative.last()?;
         let ticket = fastrand::u64(..total);
         let first = self.cumulative.partition_point(|&upto| upto <= ticket);

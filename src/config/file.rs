@@ -86,10 +86,26 @@ pub struct UpstreamSection {
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub max_connections_per_server: Option<Spanned<i64>>,
-    /// Accepted by the parser so the error can say health checks are not in this build yet.
-    pub health_check: Option<Spanned<toml::Value>>,
-    /// Accepted by the parser so the error can say outlier ejection is not in this build yet.
-    pub outlier: Option<Spanned<toml::Value>>,
+    pub health_check: Option<Spanned<HealthCheckSection>>,
+    pub outlier: Option<Spanned<OutlierSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub expect_status: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub ejection_time: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

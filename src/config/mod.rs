@@ -108,6 +108,37 @@ pub struct Upstream {
     pub retries: u32,
     /// `None` means unlimited (`0` in the file).
     pub max_connections_per_server: Option<u32>,
+    pub health_check: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+}
+
+/// Active health checks of an upstream's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that mark a server healthy.
+    pub rise: u32,
+    /// Consecutive failures that mark a server unhealthy.
+    pub fall: u32,
+    /// Inclusive ranges of statuses that pass.
+    pub expect_status: Vec<(u16, u16)>,
+}
+
+impl HealthCheck {
+    pub fn passes(&self, status: u16) -> bool {
+        self.expect_status
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+}
+
+/// Passive ejection of servers failing live traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub ejection_time: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

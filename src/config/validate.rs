@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::file::{FileConfig, SizeValue, UpstreamSection, VhostSection};
+use super::file::{
+    FileConfig, HealthCheckSection, OutlierSection, SizeValue, UpstreamSection, VhostSection,
+};
 use super::{
-    Admin, Config, ConfigError, ConfigErrors, Global, HostPattern, Listener, Route, Server,
-    StrategyKind, Upstream, Vhost,
+    Admin, Config, ConfigError, ConfigErrors, Global, HealthCheck, HostPattern, Listener, Outlier,
+    Route, Server, StrategyKind, Upstream, Vhost,
 };
 
 /// The smallest request-head limit: hyper's smallest read buffer.
@@ -206,17 +208,6 @@ impl Checker<'_> {
     fn upstream(&mut self, name: &Spanned<String>, section: &Spanned<UpstreamSection>) -> Upstream {
         self.name(name, "upstream");
         let body = section.get_ref();
-        for (value, what) in [
-            (&body.health_check, "health_check"),
-            (&body.outlier, "outlier"),
-        ] {
-            if let Some(value) = value {
-                self.error(
-                    value.span(),
-                    format!("{what} is not supported by this build yet"),
-                );
-            }
-        }
         let strategy = match &body.strategy {
             None => StrategyKind::RoundRobin,
             Some(value) => match strategy_by_name(value.get_ref()) {
@@ -316,6 +307,95 @@ impl Checker<'_> {
             timeout: self.duration_or(&body.timeout, "timeout", Duration::from_secs(30)),
             retries,
             max_connections_per_server,
+            health_check: body
+                .health_check
+                .as_ref()
+                .map(|check| self.health_check(check)),
+            outlier: body
+                .outlier
+                .as_ref()
+                .map(|outlier| self.outlier(outlier.get_ref())),
+        }
+    }
+
+    fn health_check(&mut self, section: &Spanned<HealthCheckSection>) -> HealthCheck {
+        let body = section.get_ref();
+        let path = match &body.path {
+            Some(path) if !path.get_ref().starts_with('/') => {
+                self.error(
+                    path.span(),
+                    format!("health check path `{}` must start with `/`", path.get_ref()),
+                );
+                "/".to_string()
+            }
+            Some(path) => path.get_ref().clone(),
+            None => "/healthz".to_string(),
+        };
+        let interval = self.duration_or(&body.interval, "interval", Duration::from_secs(2));
+        let timeout = self.duration_or(&body.timeout, "timeout", Duration::from_secs(1));
+        if timeout > interval {
+            self.warn(
+                section.span(),
+                "health check timeout is longer than its interval; checks will overlap".into(),
+            );
+        }
+        let expect_status = match &body.expect_status {
+            None => vec![(200, 399)],
+            Some(value) => match status_ranges(value.get_ref()) {
+                Some(ranges) => ranges,
+                None => {
+                    self.error(
+                        value.span(),
+                        format!(
+                            "expect_status `{}` is not a status or range like \"200\", \"200-399\" or \"200,204\"",
+                            value.get_ref()
+                        ),
+                    );
+                    vec![(200, 399)]
+                }
+            },
+        };
+        HealthCheck {
+            path,
+            interval,
+            timeout,
+            rise: self.count_or(&body.rise, "rise", 2, 100),
+            fall: self.count_or(&body.fall, "fall", 3, 100),
+            expect_status,
+        }
+    }
+
+    fn outlier(&mut self, section: &OutlierSection) -> Outlier {
+        Outlier {
+            consecutive_failures: self.count_or(
+                &section.consecutive_failures,
+                "consecutive_failures",
+                5,
+                1000,
+            ),
+            ejection_time: self.duration_or(
+                &section.ejection_time,
+                "ejection_time",
+                Duration::from_secs(30),
+            ),
+        }
+    }
+
+    /// A count from 1 to `max`, or `default` when not set.
+    fn count_or(
+        &mut self,
+        value: &Option<Spanned<i64>>,
+        what: &str,
+        default: u32,
+        max: u32,
+    ) -> u32 {
+        match value {
+            None => default,
+            Some(value) if !(1..=i64::from(max)).contains(value.get_ref()) => {
+                self.error(value.span(), format!("{what} must be between 1 and {max}"));
+                default
+            }
+            Some(value) => *value.get_ref() as u32,
         }
     }
 
@@ -555,6 +635,25 @@ fn strategy_by_name(name: &str) -> Result<StrategyKind, String> {
     }
 }
 
+/// `"200"`, `"200-399"`, `"200,204,300-399"`: inclusive ranges of statuses.
+fn status_ranges(text: &str) -> Option<Vec<(u16, u16)>> {
+    let status = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|code| (100..=599).contains(code))
+    };
+    text.split(',')
+        .map(|part| match part.split_once('-') {
+            Some((low, high)) => {
+                let (low, high) = (status(low)?, status(high)?);
+                (low <= high).then_some((low, high))
+            }
+            None => status(part).map(|code| (code, code)),
+        })
+        .collect()
+}
+
 /// Checks a server address: `host:port` where host is an IP, `[v6]` or a DNS name.
 fn check_server_addr(addr: &str) -> Result<(), String> {
     if addr.parse::<SocketAddr>().is_ok() {
@@ -632,6 +731,18 @@ mod tests {
         assert!(check_server_addr("api-2.internal").is_err());
         assert!(check_server_addr("api:0").is_err());
         assert!(check_server_addr("a b:80").is_err());
+    }
+
+    #[test]
+    fn status_ranges_parse() {
+        assert_eq!(status_ranges("200-399"), Some(vec![(200, 399)]));
+        assert_eq!(
+            status_ranges("200, 204,300-301"),
+            Some(vec![(200, 200), (204, 204), (300, 301)])
+        );
+        assert_eq!(status_ranges("399-200"), None);
+        assert_eq!(status_ranges("2xx"), None);
+        assert_eq!(status_ranges("700"), None);
     }
 
     #[test]

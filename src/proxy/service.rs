@@ -181,8 +181,9 @@ async fn forward(
     let attempts = upstream.retries as usize + 1;
     let mut tried = [usize::MAX; MAX_ATTEMPTS];
     let mut last_error = ProxyError::NoServer;
+    upstream.retry_budget.deposit();
     for attempt in 0..attempts {
-        let Some(index) = upstream.pick(&tried[..attempt]) else {
+        let Some(index) = upstream.pick_or_wait(&tried[..attempt]).await else {
             break;
         };
         tried[attempt] = index;
@@ -190,7 +191,14 @@ async fn forward(
         let Some(upstream_body) = body.next() else {
             break;
         };
-        let is_last = attempt + 1 == attempts || upstream.endpoints.len() == attempt + 1;
+        // Another try is possible: attempts left, a server left, and, when the
+        // failed attempt reached the server, budget left. A connection that
+        // failed put no load on any server, so its retry is free.
+        let may_retry = |tried: &[usize], reached_server: bool| {
+            attempt + 1 < attempts
+                && upstream.any_available(tried)
+                && (!reached_server || upstream.retry_budget.try_withdraw())
+        };
         let request = upstream_request(&parts, endpoint, &path_and_query, upstream_body);
         let in_flight = InFlight::start(endpoint);
         if let Some(access) = access.as_mut() {
@@ -200,7 +208,7 @@ async fn forward(
         let sent = tokio::time::timeout(upstream.timeout, endpoint.client.request(request)).await;
         match sent {
             Err(_elapsed) => {
-                endpoint.stats.record_failure();
+                upstream.record_failure(index, "timed out before the response head");
                 tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, "upstream timed out before the response head");
                 return Err(ProxyError::Timeout);
             }
@@ -208,15 +216,17 @@ async fn forward(
                 if is_body_too_large(&error) {
                     return Err(ProxyError::BodyTooLarge);
                 }
-                endpoint.stats.record_failure();
-                let (kind, retryable) = if error.is_connect() {
+                let why = error_chain(&error);
+                upstream.record_failure(index, &why);
+                let connect_failed = error.is_connect();
+                let (kind, retryable) = if connect_failed {
                     (ProxyError::Connect, true)
                 } else {
                     (ProxyError::BadGateway, retry_on_response)
                 };
-                tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, attempt = attempt + 1, error = %error_chain(&error), "upstream request failed");
+                tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, attempt = attempt + 1, error = %why, "upstream request failed");
                 last_error = kind;
-                if !retryable || is_last {
+                if !(retryable && may_retry(&tried[..=attempt], !connect_failed)) {
                     break;
                 }
             }
@@ -224,13 +234,20 @@ async fn forward(
                 let status = response.status();
                 if matches!(
                     status,
-                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-                ) && retry_on_response
-                    && !is_last
-                {
-                    endpoint.stats.record_failure();
-                    tracing::info!(upstream = %upstream.name, server = %endpoint.addr, status = status.as_u16(), "retrying on another server");
-                    continue;
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ) {
+                    upstream.record_failure(index, status.as_str());
+                    if status != StatusCode::GATEWAY_TIMEOUT
+                        && retry_on_response
+                        && may_retry(&tried[..=attempt], true)
+                    {
+                        tracing::info!(upstream = %upstream.name, server = %endpoint.addr, status = status.as_u16(), "retrying on another server");
+                        continue;
+                    }
+                } else {
+                    upstream.record_success(index);
                 }
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {

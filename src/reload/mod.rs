@@ -169,7 +169,9 @@ impl App {
         })
         .await
         .expect("building a snapshot does not panic");
-        self.snapshots.store(Arc::new(snapshot));
+        let snapshot = Arc::new(snapshot);
+        self.snapshots.store(Arc::clone(&snapshot));
+        control.sync_health_checks(&snapshot);
         self.switch_listeners(&mut control, listeners, admin);
         self.resize_connection_slots(&mut control, max_connections);
         drop(control);

@@ -30,6 +30,9 @@ pub fn watch_config_file(app: Arc<App>) -> notify::Result<()> {
         _ => Path::new(".").to_path_buf(),
     };
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    // One look right away: the file may have changed between the start's read
+    // and the watch being in place.
+    events.send(()).ok();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
             Ok(event) if !matches!(event.kind, EventKind::Access(_)) => {

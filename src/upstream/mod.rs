@@ -1,10 +1,17 @@
-//! Upstream pools: the servers of one upstream, their live counters, their
-//! pooled keep-alive connections, and the strategy that picks among them.
+//! Upstream pools: the servers of one upstream, their live counters and
+//! health, their pooled keep-alive connections, the retry budget, and the
+//! strategy that picks among the servers available now.
 //!
 //! A pool is immutable; a reload builds a new one. What must outlive a reload
 //! for a server that stays (same upstream name and address) is shared with
-//! the previous pool: its counters (`Arc<EndpointStats>`) and its client with
-//! the idle keep-alive connections; the strategy continues from its position.
+//! the previous pool: its counters, its health (checks and ejection), and its
+//! client with the idle keep-alive connections; the strategy continues from
+//! its position and the upstream keeps its retry budget.
+
+mod checks;
+mod health;
+mod outlier;
+mod retry_budget;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,10 +21,15 @@ use http::uri::Authority;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
 
 use crate::balance::Balancer;
-use crate::config::{self, StrategyKind};
+use crate::config::{self, HealthCheck, Outlier, StrategyKind};
 use crate::proxy::UpstreamBody;
+
+pub use checks::spawn_checks;
+pub use health::{CheckReport, EndpointHealth, LazyNow};
+pub use retry_budget::RetryBudget;
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -33,8 +45,16 @@ pub struct Upstream {
     pub balancer: Balancer,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub timeout: Duration,
+    /// How long a request waits for a server under its connection limit
+    /// (as HAProxy's `timeout queue`, which defaults to `timeout connect`).
+    pub queue_timeout: Duration,
     pub retries: u32,
     pub max_connections_per_server: Option<u32>,
+    pub health_check: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+    pub retry_budget: Arc<RetryBudget>,
+    /// Signalled when a server with a connection limit frees a slot.
+    slot_freed: Option<Arc<Notify>>,
 }
 
 impl Upstream {
@@ -46,21 +66,35 @@ impl Upstream {
         if let Some(previous) = previous {
             balancer.continue_from(&previous.balancer);
         }
+        let slot_freed = config
+            .max_connections_per_server
+            .map(|_| Arc::new(Notify::new()));
+        let endpoints = config
+            .servers
+            .iter()
+            .map(|server| {
+                let before = previous.and_then(|p| p.endpoint(&server.addr));
+                let endpoint =
+                    Endpoint::new(server, config.connect_timeout, before, slot_freed.clone());
+                if config.health_check.is_none() {
+                    endpoint.health.forget_checks();
+                }
+                Arc::new(endpoint)
+            })
+            .collect();
         Upstream {
             name: Arc::from(config.name.as_str()),
             strategy: config.strategy,
             balancer,
-            endpoints: config
-                .servers
-                .iter()
-                .map(|server| {
-                    let before = previous.and_then(|p| p.endpoint(&server.addr));
-                    Arc::new(Endpoint::new(server, config.connect_timeout, before))
-                })
-                .collect(),
+            endpoints,
             timeout: config.timeout,
+            queue_timeout: config.connect_timeout,
             retries: config.retries,
             max_connections_per_server: config.max_connections_per_server,
+            health_check: config.health_check.clone(),
+            outlier: config.outlier,
+            retry_budget: previous.map_or_else(Default::default, |p| Arc::clone(&p.retry_budget)),
+            slot_freed,
         }
     }
 
@@ -69,14 +103,62 @@ impl Upstream {
         self.endpoints.iter().find(|e| &*e.addr == addr)
     }
 
-    /// Picks a server that may take a request now and that `tried` does not
-    /// name (retries go to a different server).
+    /// Picks a server that is available now (healthy, not ejected, under its
+    /// connection limit) and that `tried` does not name (retries go to a
+    /// different server).
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let limit = self.max_connections_per_server.map(u64::from);
-        self.balancer.pick(|index| {
-            !tried.contains(&index)
-                && limit.is_none_or(|limit| self.endpoints[index].stats.in_flight() < limit)
-        })
+        let mut now = LazyNow::default();
+        self.balancer
+            .pick(|index| !tried.contains(&index) && self.is_available(index, &mut now))
+    }
+
+    /// As `pick`, but when every such server is only full, waits up to
+    /// `queue_timeout` for a slot; `None` then means 503.
+    pub async fn pick_or_wait(&self, tried: &[usize]) -> Option<usize> {
+        if let Some(index) = self.pick(tried) {
+            return Some(index);
+        }
+        let slot_freed = self.slot_freed.as_ref()?;
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        loop {
+            let freed = slot_freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking again, so no release is missed.
+            freed.as_mut().enable();
+            if let Some(index) = self.pick(tried) {
+                return Some(index);
+            }
+            if !self.any_healthy_but_full(tried) {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Whether any server other than those `tried` is available now.
+    pub fn any_available(&self, tried: &[usize]) -> bool {
+        let mut now = LazyNow::default();
+        (0..self.endpoints.len())
+            .any(|index| !tried.contains(&index) && self.is_available(index, &mut now))
+    }
+
+    fn any_healthy_but_full(&self, tried: &[usize]) -> bool {
+        let mut now = LazyNow::default();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .any(|(index, e)| !tried.contains(&index) && e.health.is_available(&mut now))
+    }
+
+    #[inline]
+    fn is_available(&self, index: usize, now: &mut LazyNow) -> bool {
+        let endpoint = &self.endpoints[index];
+        endpoint.health.is_available(now)
+            && self
+                .max_connections_per_server
+                .is_none_or(|limit| endpoint.stats.in_flight() < u64::from(limit))
     }
 }
 
@@ -88,8 +170,10 @@ pub struct Endpoint {
     pub weight: u32,
     pub authority: Authority,
     pub stats: Arc<EndpointStats>,
+    pub health: Arc<EndpointHealth>,
     pub client: UpstreamClient,
     connect_timeout: Duration,
+    slot_freed: Option<Arc<Notify>>,
 }
 
 impl Endpoint {
@@ -98,8 +182,10 @@ impl Endpoint {
         server: &config::Server,
         connect_timeout: Duration,
         before: Option<&Arc<Endpoint>>,
+        slot_freed: Option<Arc<Notify>>,
     ) -> Endpoint {
         let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
+        let health = before.map_or_else(Default::default, |b| Arc::clone(&b.health));
         // The client holds the idle connections; a new connect timeout needs a new one.
         let client = match before {
             Some(before) if before.connect_timeout == connect_timeout => before.client.clone(),
@@ -113,8 +199,10 @@ impl Endpoint {
                 .parse()
                 .expect("server addresses are validated as host:port"),
             stats,
+            health,
             client,
             connect_timeout,
+            slot_freed,
         }
     }
 }
@@ -151,7 +239,7 @@ impl EndpointStats {
         self.failures.load(Ordering::Relaxed)
     }
 
-    pub fn record_failure(&self) {
+    fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -184,5 +272,8 @@ impl Drop for InFlight {
             .stats
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(slot_freed) = &self.endpoint.slot_freed {
+            slot_freed.notify_one();
+        }
     }
 }

@@ -385,3 +385,121 @@ pub mod tempfile_path {
         }
     }
 }
+
+/// How a `ControlledBackend` behaves now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Behaviour {
+    /// 200 to everything.
+    Healthy = 0,
+    /// `/healthz` answers 500; traffic is served.
+    FailingHealthCheck = 1,
+    /// Traffic gets 503; `/healthz` is fine.
+    Unavailable = 2,
+    /// Accepts and reads requests, never answers (health checks included).
+    Hung = 3,
+}
+
+/// A backend a test can make fail, hang, die and come back on the same port.
+/// `/healthz` requests are counted apart from traffic.
+pub struct ControlledBackend {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicUsize>,
+    pub health_checks: Arc<AtomicUsize>,
+    behaviour: Arc<std::sync::atomic::AtomicU8>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl ControlledBackend {
+    pub async fn start(name: &'static str) -> ControlledBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = ControlledBackend {
+            name,
+            addr: listener.local_addr().unwrap(),
+            requests: Arc::new(AtomicUsize::new(0)),
+            health_checks: Arc::new(AtomicUsize::new(0)),
+            behaviour: Arc::new(std::sync::atomic::AtomicU8::new(Behaviour::Healthy as u8)),
+            tasks: Default::default(),
+        };
+        backend.serve(listener);
+        backend
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        self.behaviour.store(behaviour as u8, Ordering::SeqCst);
+    }
+
+    /// Closes the listener and every connection, as a crashed process would.
+    pub fn kill(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn restart(&self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (name, requests, checks, behaviour, tasks) = (
+            self.name,
+            self.requests.clone(),
+            self.health_checks.clone(),
+            self.behaviour.clone(),
+            self.tasks.clone(),
+        );
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (requests, checks, behaviour) =
+                    (requests.clone(), checks.clone(), behaviour.clone());
+                let connection = tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        let (requests, checks, behaviour) =
+                            (requests.clone(), checks.clone(), behaviour.clone());
+                        async move {
+                            let now = behaviour.load(Ordering::SeqCst);
+                            let is_check = request.uri().path() == "/healthz";
+                            if is_check {
+                                checks.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                requests.fetch_add(1, Ordering::SeqCst);
+                            }
+                            if now == Behaviour::Hung as u8 {
+                                std::future::pending::<()>().await;
+                            }
+                            let status = match (is_check, now) {
+                                (true, n) if n == Behaviour::FailingHealthCheck as u8 => 500,
+                                (false, n) if n == Behaviour::Unavailable as u8 => 503,
+                                _ => 200,
+                            };
+                            let mut response = Response::new(full(name));
+                            *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            response
+                                .headers_mut()
+                                .insert("x-backend", http::HeaderValue::from_static(name));
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                tasks.lock().unwrap().push(connection.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+}
+
+impl Drop for ControlledBackend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,142 @@
+//! Active health checks of one upstream: one task checks every server with a
+//! GET of `path` every `interval`, each server at its own random phase (and a
+//! ±10% jitter on every interval) so servers are not checked in lockstep. A
+//! check passes when the status is in `expect_status` within `timeout`.
+//! Checks use their own small keep-alive client, apart from traffic.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::health::{CheckReport, EndpointHealth};
+use super::Upstream;
+use crate::config::HealthCheck;
+
+type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// One server to check.
+struct Target {
+    addr: Arc<str>,
+    authority: Authority,
+    health: Arc<EndpointHealth>,
+}
+
+/// Starts the checks of `upstream` (which must have a `health_check`).
+pub fn spawn_checks(upstream: &Upstream, check: HealthCheck) -> JoinHandle<()> {
+    let targets: Vec<Target> = upstream
+        .endpoints
+        .iter()
+        .map(|endpoint| Target {
+            addr: Arc::clone(&endpoint.addr),
+            authority: endpoint.authority.clone(),
+            health: Arc::clone(&endpoint.health),
+        })
+        .collect();
+    tokio::spawn(run(Arc::clone(&upstream.name), targets, check))
+}
+
+async fn run(upstream: Arc<str>, targets: Vec<Target>, check: HealthCheck) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(check.timeout));
+    let client: CheckClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(check.interval * 3)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let targets = Arc::new(targets);
+    let check = Arc::new(check);
+    let start = Instant::now();
+    // Earliest next check first; the first round is spread over one interval.
+    let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = (0..targets.len())
+        .map(|index| Reverse((start + check.interval.mul_f64(fastrand::f64()), index)))
+        .collect();
+    let mut running = JoinSet::new();
+    while let Some(Reverse((at, index))) = schedule.pop() {
+        tokio::time::sleep_until(at).await;
+        while running.try_join_next().is_some() {}
+        let (client, all_targets, this_check, upstream) = (
+            client.clone(),
+            Arc::clone(&targets),
+            Arc::clone(&check),
+            Arc::clone(&upstream),
+        );
+        running.spawn(async move {
+            let target = &all_targets[index];
+            let report = check_once(&client, target, &this_check).await;
+            let passed = report.passed;
+            let detail = report.detail.clone();
+            match target.health.record_check(report, this_check.rise, this_check.fall) {
+                Some(true) => tracing::info!(%upstream, server = %target.addr, %detail, "server marked healthy"),
+                Some(false) => tracing::warn!(%upstream, server = %target.addr, %detail, "server marked unhealthy"),
+                None if !passed => tracing::debug!(%upstream, server = %target.addr, %detail, "health check failed"),
+                None => {}
+            }
+        });
+        let jitter = 0.9 + 0.2 * fastrand::f64();
+        schedule.push(Reverse((at + check.interval.mul_f64(jitter), index)));
+    }
+}
+
+async fn check_once(client: &CheckClient, target: &Target, check: &HealthCheck) -> CheckReport {
+    let started = Instant::now();
+    let at = SystemTime::now();
+    let uri = format!("http://{}{}", target.authority, check.path);
+    let request = Request::get(uri)
+        .header(http::header::USER_AGENT, "usherd-health-check")
+        .body(Empty::new());
+    let outcome = match request {
+        Ok(request) => {
+            tokio::time::timeout(check.timeout, async {
+                let response = client.request(request).await?;
+                let status = response.status().as_u16();
+                // Read the (small) body so the connection can be reused.
+                response.into_body().collect().await.ok();
+                Ok::<u16, hyper_util::client::legacy::Error>(status)
+            })
+            .await
+        }
+        Err(error) => {
+            return report(at, started, false, format!("bad check request: {error}"));
+        }
+    };
+    match outcome {
+        Ok(Ok(status)) => report(
+            at,
+            started,
+            check.passes(status),
+            format!("status {status}"),
+        ),
+        Ok(Err(error)) if error.is_connect() => report(at, started, false, "connect failed".into()),
+        Ok(Err(error)) => report(at, started, false, format!("request failed: {error}")),
+        Err(_) => report(
+            at,
+            started,
+            false,
+            format!(
+                "timed out after {}",
+                humantime::format_duration(check.timeout)
+            ),
+        ),
+    }
+}
+
+fn report(at: SystemTime, started: Instant, passed: bool, detail: String) -> CheckReport {
+    CheckReport {
+        at,
+        passed,
+        detail,
+        duration: started.elapsed().min(Duration::from_secs(3600)),
+    }
+}
