@@ -95,5 +95,38 @@ fn pick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup_and_pick, pick);
+/// `Upstream::pick`: the strategy plus availability (health, ejection, limit).
+fn upstream_pick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("upstream_pick");
+    for servers in [3usize, 100] {
+        let config = usherd::config::Upstream {
+            name: "pool".into(),
+            strategy: StrategyKind::Weighted,
+            servers: (0..servers)
+                .map(|i| usherd::config::Server {
+                    addr: format!("127.0.0.1:{}", 10_000 + i),
+                    weight: 1 + (i as u32 % 5),
+                })
+                .collect(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(30),
+            retries: 1,
+            max_connections_per_server: Some(1000),
+            health_check: None,
+            outlier: Some(usherd::config::Outlier {
+                consecutive_failures: 5,
+                ejection_time: std::time::Duration::from_secs(30),
+            }),
+        };
+        let upstream = usherd::upstream::Upstream::build(&config, None);
+        group.bench_with_input(
+            BenchmarkId::new("weighted_with_availability", servers),
+            &upstream,
+            |b, upstream| b.iter(|| black_box(upstream.pick(&[]))),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookup_and_pick, pick, upstream_pick);
 criterion_main!(benches);

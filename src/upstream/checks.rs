@@ -3,6 +3,10 @@
 //! ±10% jitter on every interval) so servers are not checked in lockstep. A
 //! check passes when the status is in `expect_status` within `timeout`.
 //! Checks use their own small keep-alive client, apart from traffic.
+//!
+//! Check times are rounded to `TICK` and the checks of one tick start
+//! together: waking the runtime once per check (1,000 times a second for
+//! 1,000 servers) cost more CPU in thread wake-ups than the checks themselves.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -24,6 +28,18 @@ use super::Upstream;
 use crate::config::HealthCheck;
 
 type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// The granularity of check times.
+const TICK: Duration = Duration::from_millis(25);
+
+/// `at` rounded up to the next tick after `start`.
+fn on_tick(start: Instant, at: Instant) -> Instant {
+    let ticks = at
+        .duration_since(start)
+        .as_nanos()
+        .div_ceil(TICK.as_nanos());
+    start + TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
+}
 
 /// One server to check.
 struct Target {
@@ -60,12 +76,17 @@ async fn run(upstream: Arc<str>, targets: Vec<Target>, check: HealthCheck) {
     let start = Instant::now();
     // Earliest next check first; the first round is spread over one interval.
     let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = (0..targets.len())
-        .map(|index| Reverse((start + check.interval.mul_f64(fastrand::f64()), index)))
+        .map(|index| {
+            let at = start + check.interval.mul_f64(fastrand::f64());
+            Reverse((on_tick(start, at), index))
+        })
         .collect();
     let mut running = JoinSet::new();
     while let Some(Reverse((at, index))) = schedule.pop() {
-        tokio::time::sleep_until(at).await;
-        while running.try_join_next().is_some() {}
+        if at > Instant::now() {
+            tokio::time::sleep_until(at).await;
+            while running.try_join_next().is_some() {}
+        }
         let (client, all_targets, this_check, upstream) = (
             client.clone(),
             Arc::clone(&targets),
@@ -85,7 +106,8 @@ async fn run(upstream: Arc<str>, targets: Vec<Target>, check: HealthCheck) {
             }
         });
         let jitter = 0.9 + 0.2 * fastrand::f64();
-        schedule.push(Reverse((at + check.interval.mul_f64(jitter), index)));
+        let next = at + check.interval.mul_f64(jitter);
+        schedule.push(Reverse((on_tick(start, next), index)));
     }
 }
 
