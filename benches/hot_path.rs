@@ -6,16 +6,47 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-use usherd::balance::Balancer;
-use usherd::config::{HostPattern, Route, StrategyKind, Vhost};
+use usherd::balance::{key_hash, Balancer, Loads};
+use usherd::config::{HashKey, HashSettings, HostPattern, Route, Server, StrategyKind, Vhost};
 use usherd::routing::Router;
 
-const STRATEGIES: [StrategyKind; 4] = [
+const STRATEGIES: [StrategyKind; 7] = [
     StrategyKind::RoundRobin,
     StrategyKind::Random,
     StrategyKind::Weighted,
     StrategyKind::WeightedRandom,
+    StrategyKind::LeastConnections,
+    StrategyKind::PeakEwma {
+        decay: std::time::Duration::from_secs(10),
+    },
+    StrategyKind::ConsistentHash,
 ];
+
+/// Servers with uneven load, as a pool under traffic has.
+struct SpreadLoads(usize);
+
+impl Loads for SpreadLoads {
+    fn in_flight(&self, server: usize) -> u64 {
+        (server as u64 * 7) % 5
+    }
+
+    fn latency_estimate(&self, server: usize) -> f64 {
+        1e6 + (server as f64 * 13.0) % 9.0 * 1e5
+    }
+
+    fn pool_in_flight(&self) -> u64 {
+        2 * self.0 as u64
+    }
+}
+
+fn servers(count: usize) -> Vec<Server> {
+    (0..count)
+        .map(|i| Server {
+            addr: format!("10.0.{}.{}:8080", i / 250, i % 250),
+            weight: 1 + (i as u32 * 7) % 10,
+        })
+        .collect()
+}
 
 fn vhost(name: &str, hosts: Vec<HostPattern>, routes: &[&str]) -> Vhost {
     Vhost {
@@ -58,7 +89,9 @@ fn router() -> Router {
 
 fn lookup_and_pick(c: &mut Criterion) {
     let router = router();
-    let balancer = Balancer::new(StrategyKind::Weighted, &[5, 3, 1]);
+    let three = servers(3);
+    let balancer = Balancer::new(StrategyKind::Weighted, &three, None);
+    let loads = SpreadLoads(3);
     let mut group = c.benchmark_group("lookup_and_pick");
     for (name, host) in [
         ("exact_host", "shop.example.com"),
@@ -72,7 +105,7 @@ fn lookup_and_pick(c: &mut Criterion) {
                     .lookup("web", black_box(host), black_box("/api/v2/orders/17"))
                     .unwrap();
                 black_box(matched.route.upstream);
-                black_box(balancer.pick(|_| true))
+                black_box(balancer.pick(None, &loads, |_| true))
             })
         });
     }
@@ -81,14 +114,27 @@ fn lookup_and_pick(c: &mut Criterion) {
 
 fn pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
-    for servers in [3usize, 100, 1000] {
-        let weights: Vec<u32> = (0..servers).map(|i| 1 + (i as u32 * 7) % 10).collect();
+    let hash = HashSettings {
+        key: HashKey::ClientIp,
+        balance_factor: Some(1.25),
+    };
+    for count in [3usize, 100, 1000] {
+        let pool = servers(count);
+        let loads = SpreadLoads(count);
         for strategy in STRATEGIES {
-            let balancer = Balancer::new(strategy, &weights);
+            let balancer = Balancer::new(strategy, &pool, Some(&hash));
+            let mut key = 0u64;
             group.bench_with_input(
-                BenchmarkId::new(strategy.name(), servers),
+                BenchmarkId::new(strategy.name(), count),
                 &balancer,
-                |b, balancer| b.iter(|| black_box(balancer.pick(|_| true))),
+                |b, balancer| {
+                    b.iter(|| {
+                        key = key.wrapping_add(1);
+                        black_box(
+                            balancer.pick(Some(key_hash(&key.to_le_bytes())), &loads, |_| true),
+                        )
+                    })
+                },
             );
         }
     }
@@ -112,6 +158,7 @@ fn upstream_pick(c: &mut Criterion) {
             timeout: std::time::Duration::from_secs(30),
             retries: 1,
             max_connections_per_server: Some(1000),
+            hash: None,
             health_check: None,
             outlier: Some(usherd::config::Outlier {
                 consecutive_failures: 5,
@@ -122,7 +169,7 @@ fn upstream_pick(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("weighted_with_availability", servers),
             &upstream,
-            |b, upstream| b.iter(|| black_box(upstream.pick(&[]))),
+            |b, upstream| b.iter(|| black_box(upstream.pick(None, &[]))),
         );
     }
     group.finish();

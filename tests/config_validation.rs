@@ -208,9 +208,57 @@ fn health_check_and_outlier_settings_are_checked() {
 }
 
 #[test]
-fn strategies_of_later_builds_are_refused_clearly() {
-    let text = BASE.replace("\"weighted\"", "\"peak_ewma\"");
-    assert_error(&text, 10, "not supported by this build yet");
+fn strategy_settings_are_checked() {
+    let with = |strategy: &str, extra: &str| {
+        BASE.replace(
+            "strategy = \"weighted\"",
+            &format!("strategy = \"{strategy}\"\n{extra}"),
+        )
+    };
+    assert_error(
+        &with("weighted", "hash_key = \"path\""),
+        11,
+        "hash_key applies only to strategy consistent_hash",
+    );
+    assert_error(
+        &with("consistent_hash", "hash_key = \"ip\""),
+        11,
+        "hash_key `ip` is not client_ip, path",
+    );
+    assert_error(
+        &with("consistent_hash", "hash_key = \"header:bad header\""),
+        11,
+        "is not a header name",
+    );
+    assert_error(
+        &with("consistent_hash", "hash_balance_factor = 0.9"),
+        11,
+        "hash_balance_factor must be above 1.0",
+    );
+    assert_error(
+        &with("least_connections", "ewma_decay = \"5s\""),
+        11,
+        "ewma_decay applies only to strategy peak_ewma",
+    );
+    let config = parse_config(
+        &with(
+            "consistent_hash",
+            "hash_key = \"cookie:sid\"\nhash_balance_factor = 1.25",
+        ),
+        "ok.toml",
+    )
+    .unwrap();
+    let hash = config.upstreams[0].hash.as_ref().unwrap();
+    assert_eq!(hash.key.to_string(), "cookie:sid");
+    assert_eq!(hash.balance_factor, Some(1.25));
+    let config = parse_config(&with("peak_ewma", "ewma_decay = \"3s\""), "ok.toml").unwrap();
+    assert_eq!(
+        config.upstreams[0].strategy,
+        usherd::config::StrategyKind::PeakEwma {
+            decay: std::time::Duration::from_secs(3)
+        }
+    );
+    assert!(config.warnings[0].contains("ignores them"));
 }
 
 #[test]

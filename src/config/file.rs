@@ -86,6 +86,9 @@ pub struct UpstreamSection {
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub max_connections_per_server: Option<Spanned<i64>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub hash_balance_factor: Option<Spanned<f64>>,
+    pub ewma_decay: Option<Spanned<String>>,
     pub health_check: Option<Spanned<HealthCheckSection>>,
     pub outlier: Option<Spanned<OutlierSection>>,
 }

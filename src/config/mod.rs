@@ -108,8 +108,39 @@ pub struct Upstream {
     pub retries: u32,
     /// `None` means unlimited (`0` in the file).
     pub max_connections_per_server: Option<u32>,
+    /// Set when the strategy is `consistent_hash`.
+    pub hash: Option<HashSettings>,
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
+}
+
+/// What `consistent_hash` hashes, and its bounded-load factor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashSettings {
+    pub key: HashKey,
+    /// A server above this factor x the pool's average in-flight is passed
+    /// over for the next one on the ring (consistent hashing with bounded loads).
+    pub balance_factor: Option<f64>,
+}
+
+/// The request property `consistent_hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
+    Path,
+}
+
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::ClientIp => f.write_str("client_ip"),
+            HashKey::Header(name) => write!(f, "header:{name}"),
+            HashKey::Cookie(name) => write!(f, "cookie:{name}"),
+            HashKey::Path => f.write_str("path"),
+        }
+    }
 }
 
 /// Active health checks of an upstream's servers.
@@ -155,6 +186,12 @@ pub enum StrategyKind {
     Random,
     Weighted,
     WeightedRandom,
+    LeastConnections,
+    /// Power of two random choices by peak-EWMA latency; the decay time.
+    PeakEwma {
+        decay: Duration,
+    },
+    ConsistentHash,
 }
 
 impl StrategyKind {
@@ -164,6 +201,9 @@ impl StrategyKind {
             StrategyKind::Random => "random",
             StrategyKind::Weighted => "weighted",
             StrategyKind::WeightedRandom => "weighted_random",
+            StrategyKind::LeastConnections => "least_connections",
+            StrategyKind::PeakEwma { .. } => "peak_ewma",
+            StrategyKind::ConsistentHash => "consistent_hash",
         }
     }
 }

@@ -13,9 +13,12 @@ use super::file::{
     FileConfig, HealthCheckSection, OutlierSection, SizeValue, UpstreamSection, VhostSection,
 };
 use super::{
-    Admin, Config, ConfigError, ConfigErrors, Global, HealthCheck, HostPattern, Listener, Outlier,
-    Route, Server, StrategyKind, Upstream, Vhost,
+    Admin, Config, ConfigError, ConfigErrors, Global, HashKey, HashSettings, HealthCheck,
+    HostPattern, Listener, Outlier, Route, Server, StrategyKind, Upstream, Vhost,
 };
+
+/// How fast peak-EWMA forgets a latency, by default (Finagle and linkerd use 10 s).
+pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
 
 /// The smallest request-head limit: hyper's smallest read buffer.
 pub const MIN_HEADER_LIMIT: u64 = 8 * 1024;
@@ -208,7 +211,7 @@ impl Checker<'_> {
     fn upstream(&mut self, name: &Spanned<String>, section: &Spanned<UpstreamSection>) -> Upstream {
         self.name(name, "upstream");
         let body = section.get_ref();
-        let strategy = match &body.strategy {
+        let mut strategy = match &body.strategy {
             None => StrategyKind::RoundRobin,
             Some(value) => match strategy_by_name(value.get_ref()) {
                 Ok(kind) => kind,
@@ -218,6 +221,19 @@ impl Checker<'_> {
                 }
             },
         };
+        let hash = self.hash_settings(body, strategy);
+        match (&mut strategy, &body.ewma_decay) {
+            (StrategyKind::PeakEwma { decay }, Some(_)) => {
+                *decay = self.duration_or(&body.ewma_decay, "ewma_decay", DEFAULT_EWMA_DECAY);
+            }
+            (_, Some(value)) => {
+                self.error(
+                    value.span(),
+                    "ewma_decay applies only to strategy peak_ewma".into(),
+                );
+            }
+            _ => {}
+        }
         if body.servers.is_empty() {
             self.error(
                 section.span(),
@@ -265,7 +281,12 @@ impl Checker<'_> {
                 weight,
             });
         }
-        if weights_set && matches!(strategy, StrategyKind::RoundRobin | StrategyKind::Random) {
+        if weights_set
+            && matches!(
+                strategy,
+                StrategyKind::RoundRobin | StrategyKind::Random | StrategyKind::PeakEwma { .. }
+            )
+        {
             self.warn(
                 section.span(),
                 format!(
@@ -307,6 +328,7 @@ impl Checker<'_> {
             timeout: self.duration_or(&body.timeout, "timeout", Duration::from_secs(30)),
             retries,
             max_connections_per_server,
+            hash,
             health_check: body
                 .health_check
                 .as_ref()
@@ -316,6 +338,53 @@ impl Checker<'_> {
                 .as_ref()
                 .map(|outlier| self.outlier(outlier.get_ref())),
         }
+    }
+
+    /// `hash_key` and `hash_balance_factor`, which only `consistent_hash` takes.
+    fn hash_settings(
+        &mut self,
+        body: &UpstreamSection,
+        strategy: StrategyKind,
+    ) -> Option<HashSettings> {
+        if strategy != StrategyKind::ConsistentHash {
+            for (span, what) in [
+                (body.hash_key.as_ref().map(|k| k.span()), "hash_key"),
+                (
+                    body.hash_balance_factor.as_ref().map(|f| f.span()),
+                    "hash_balance_factor",
+                ),
+            ] {
+                if let Some(span) = span {
+                    self.error(
+                        span,
+                        format!("{what} applies only to strategy consistent_hash"),
+                    );
+                }
+            }
+            return None;
+        }
+        let key = match &body.hash_key {
+            None => HashKey::ClientIp,
+            Some(value) => hash_key(value.get_ref()).unwrap_or_else(|message| {
+                self.error(value.span(), message);
+                HashKey::ClientIp
+            }),
+        };
+        let balance_factor = match &body.hash_balance_factor {
+            Some(value) if !(*value.get_ref() > 1.0 && *value.get_ref() <= 100.0) => {
+                self.error(
+                    value.span(),
+                    "hash_balance_factor must be above 1.0 (e.g. 1.25) and at most 100".into(),
+                );
+                None
+            }
+            Some(value) => Some(*value.get_ref()),
+            None => None,
+        };
+        Some(HashSettings {
+            key,
+            balance_factor,
+        })
     }
 
     fn health_check(&mut self, section: &Spanned<HealthCheckSection>) -> HealthCheck {
@@ -626,11 +695,35 @@ fn strategy_by_name(name: &str) -> Result<StrategyKind, String> {
         "random" => Ok(StrategyKind::Random),
         "weighted" => Ok(StrategyKind::Weighted),
         "weighted_random" => Ok(StrategyKind::WeightedRandom),
-        "least_connections" | "peak_ewma" | "consistent_hash" => Err(format!(
-            "strategy `{name}` is not supported by this build yet; use round_robin, random, weighted or weighted_random"
-        )),
+        "least_connections" => Ok(StrategyKind::LeastConnections),
+        "peak_ewma" => Ok(StrategyKind::PeakEwma {
+            decay: DEFAULT_EWMA_DECAY,
+        }),
+        "consistent_hash" => Ok(StrategyKind::ConsistentHash),
         other => Err(format!(
-            "unknown strategy `{other}`; expected one of round_robin, random, weighted, weighted_random"
+            "unknown strategy `{other}`; expected one of round_robin, random, weighted, weighted_random, least_connections, peak_ewma, consistent_hash"
+        )),
+    }
+}
+
+/// `client_ip`, `path`, `header:NAME` or `cookie:NAME`.
+fn hash_key(text: &str) -> Result<HashKey, String> {
+    match text.split_once(':') {
+        None if text == "client_ip" => Ok(HashKey::ClientIp),
+        None if text == "path" => Ok(HashKey::Path),
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| format!("`{name}` is not a header name")),
+        Some(("cookie", name))
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"=;,\"".contains(&b)) =>
+        {
+            Ok(HashKey::Cookie(name.to_string()))
+        }
+        _ => Err(format!(
+            "hash_key `{text}` is not client_ip, path, header:NAME or cookie:NAME"
         )),
     }
 }

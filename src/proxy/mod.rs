@@ -4,6 +4,7 @@
 mod access_log;
 mod body;
 mod headers;
+mod request_key;
 mod service;
 
 pub use body::{BodyTooLarge, ResponseBody, UpstreamBody};

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use super::access_log::AccessRecord;
 use super::body::{BodySlot, BodyTooLarge, Completion, LimitedBody, ResponseBody, UpstreamBody};
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded, wants_upgrade};
+use super::request_key::request_key;
 use crate::error::ProxyError;
 use crate::server::ConnState;
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -176,6 +177,10 @@ async fn forward(
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     };
 
+    let key = upstream
+        .hash_key
+        .as_ref()
+        .and_then(|key| request_key(key, conn.client.ip(), &parts.uri, &parts.headers));
     let retry_on_response = is_idempotent(&parts.method) && body.is_end_stream();
     let mut body = RequestBody::new(body, global.max_request_body, upstream.retries > 0);
     let attempts = upstream.retries as usize + 1;
@@ -183,7 +188,7 @@ async fn forward(
     let mut last_error = ProxyError::NoServer;
     upstream.retry_budget.deposit();
     for attempt in 0..attempts {
-        let Some(index) = upstream.pick_or_wait(&tried[..attempt]).await else {
+        let Some(index) = upstream.pick_or_wait(key, &tried[..attempt]).await else {
             break;
         };
         tried[attempt] = index;
@@ -205,7 +210,11 @@ async fn forward(
             access.server = Some(Arc::clone(&endpoint.addr));
             access.attempts = attempt as u32 + 1;
         }
+        let sent_at = upstream.tracks_latency().then(std::time::Instant::now);
         let sent = tokio::time::timeout(upstream.timeout, endpoint.client.request(request)).await;
+        if let (Some(sent_at), Ok(Ok(_))) = (sent_at, &sent) {
+            upstream.observe_latency(index, sent_at.elapsed());
+        }
         match sent {
             Err(_elapsed) => {
                 upstream.record_failure(index, "timed out before the response head");

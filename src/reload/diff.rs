@@ -169,6 +169,24 @@ fn upstream_changes(before: &Upstream, after: &Upstream) -> Vec<String> {
         before.strategy.name(),
         after.strategy.name(),
     );
+    let hash_key = |u: &Upstream| {
+        u.hash
+            .as_ref()
+            .map_or("-".to_string(), |h| h.key.to_string())
+    };
+    changed(&mut parts, "hash_key", hash_key(before), hash_key(after));
+    let factor = |u: &Upstream| {
+        u.hash
+            .as_ref()
+            .and_then(|h| h.balance_factor)
+            .map_or("-".to_string(), |f| f.to_string())
+    };
+    changed(
+        &mut parts,
+        "hash_balance_factor",
+        factor(before),
+        factor(after),
+    );
     for (addr, old_server, new_server) in pair_up(&before.servers, &after.servers, |s| &s.addr) {
         match (old_server, new_server) {
             (None, Some(_)) => parts.push(format!("+{addr}")),

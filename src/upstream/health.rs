@@ -15,11 +15,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-/// Milliseconds on tokio's clock (so tests can pause time), never 0.
-pub fn clock_ms() -> u64 {
+/// Nanoseconds on tokio's clock (so tests can pause time), never 0.
+pub fn clock_ns() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     let base = *BASE.get_or_init(Instant::now);
-    Instant::now().duration_since(base).as_millis() as u64 + 1
+    Instant::now().duration_since(base).as_nanos() as u64 + 1
+}
+
+/// Milliseconds on the same clock, never 0.
+pub fn clock_ms() -> u64 {
+    clock_ns() / 1_000_000 + 1
 }
 
 /// Reads the clock at most once, and only if asked.

@@ -23,12 +23,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 
-use crate::balance::Balancer;
-use crate::config::{self, HealthCheck, Outlier, StrategyKind};
+use crate::balance::{Balancer, Loads, PeakEwma};
+use crate::config::{self, HashKey, HealthCheck, Outlier, StrategyKind};
 use crate::proxy::UpstreamBody;
 
 pub use checks::spawn_checks;
-pub use health::{CheckReport, EndpointHealth, LazyNow};
+pub use health::{clock_ns, CheckReport, EndpointHealth, LazyNow};
 pub use retry_budget::RetryBudget;
 
 /// How long an idle pooled upstream connection is kept.
@@ -53,6 +53,10 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
     pub retry_budget: Arc<RetryBudget>,
+    /// What `consistent_hash` hashes.
+    pub hash_key: Option<HashKey>,
+    /// Requests in flight to the whole pool, kept for bounded-load hashing.
+    pool_in_flight: Option<Arc<AtomicU64>>,
     /// Signalled when a server with a connection limit frees a slot.
     slot_freed: Option<Arc<Notify>>,
 }
@@ -61,21 +65,34 @@ impl Upstream {
     /// Builds a pool; with `previous` (the pool of the same name before a
     /// reload), servers that stay keep their state.
     pub fn build(config: &config::Upstream, previous: Option<&Upstream>) -> Upstream {
-        let weights: Vec<u32> = config.servers.iter().map(|s| s.weight).collect();
-        let balancer = Balancer::new(config.strategy, &weights);
+        let balancer = Balancer::new(config.strategy, &config.servers, config.hash.as_ref());
         if let Some(previous) = previous {
             balancer.continue_from(&previous.balancer);
         }
         let slot_freed = config
             .max_connections_per_server
             .map(|_| Arc::new(Notify::new()));
+        let pool_in_flight = config
+            .hash
+            .as_ref()
+            .and_then(|hash| hash.balance_factor)
+            .map(|_| {
+                previous
+                    .and_then(|p| p.pool_in_flight.clone())
+                    .unwrap_or_default()
+            });
         let endpoints = config
             .servers
             .iter()
             .map(|server| {
                 let before = previous.and_then(|p| p.endpoint(&server.addr));
-                let endpoint =
-                    Endpoint::new(server, config.connect_timeout, before, slot_freed.clone());
+                let endpoint = Endpoint::new(
+                    server,
+                    config.connect_timeout,
+                    before,
+                    slot_freed.clone(),
+                    pool_in_flight.clone(),
+                );
                 if config.health_check.is_none() {
                     endpoint.health.forget_checks();
                 }
@@ -94,8 +111,25 @@ impl Upstream {
             health_check: config.health_check.clone(),
             outlier: config.outlier,
             retry_budget: previous.map_or_else(Default::default, |p| Arc::clone(&p.retry_budget)),
+            hash_key: config.hash.as_ref().map(|hash| hash.key.clone()),
+            pool_in_flight,
             slot_freed,
         }
+    }
+
+    /// Records how long `index` took to send its response head, for `peak_ewma`.
+    pub fn observe_latency(&self, index: usize, rtt: Duration) {
+        if let StrategyKind::PeakEwma { decay } = self.strategy {
+            self.endpoints[index]
+                .stats
+                .latency
+                .observe(rtt, decay, clock_ns());
+        }
+    }
+
+    /// Whether `observe_latency` is worth a clock read.
+    pub fn tracks_latency(&self) -> bool {
+        matches!(self.strategy, StrategyKind::PeakEwma { .. })
     }
 
     /// The server with this address, if the pool has it.
@@ -106,16 +140,18 @@ impl Upstream {
     /// Picks a server that is available now (healthy, not ejected, under its
     /// connection limit) and that `tried` does not name (retries go to a
     /// different server).
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// `key` is the hash of the request's key, for `consistent_hash`.
+    pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
         let mut now = LazyNow::default();
-        self.balancer
-            .pick(|index| !tried.contains(&index) && self.is_available(index, &mut now))
+        self.balancer.pick(key, self, |index| {
+            !tried.contains(&index) && self.is_available(index, &mut now)
+        })
     }
 
     /// As `pick`, but when every such server is only full, waits up to
     /// `queue_timeout` for a slot; `None` then means 503.
-    pub async fn pick_or_wait(&self, tried: &[usize]) -> Option<usize> {
-        if let Some(index) = self.pick(tried) {
+    pub async fn pick_or_wait(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        if let Some(index) = self.pick(key, tried) {
             return Some(index);
         }
         let slot_freed = self.slot_freed.as_ref()?;
@@ -125,7 +161,7 @@ impl Upstream {
             tokio::pin!(freed);
             // Registered before looking again, so no release is missed.
             freed.as_mut().enable();
-            if let Some(index) = self.pick(tried) {
+            if let Some(index) = self.pick(key, tried) {
                 return Some(index);
             }
             if !self.any_healthy_but_full(tried) {
@@ -162,6 +198,28 @@ impl Upstream {
     }
 }
 
+impl Loads for Upstream {
+    fn in_flight(&self, server: usize) -> u64 {
+        self.endpoints[server].stats.in_flight()
+    }
+
+    fn latency_estimate(&self, server: usize) -> f64 {
+        match self.strategy {
+            StrategyKind::PeakEwma { decay } => self.endpoints[server]
+                .stats
+                .latency
+                .estimate(decay, clock_ns()),
+            _ => 0.0,
+        }
+    }
+
+    fn pool_in_flight(&self) -> u64 {
+        self.pool_in_flight
+            .as_ref()
+            .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+}
+
 /// One server of a pool.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -174,6 +232,7 @@ pub struct Endpoint {
     pub client: UpstreamClient,
     connect_timeout: Duration,
     slot_freed: Option<Arc<Notify>>,
+    pool_in_flight: Option<Arc<AtomicU64>>,
 }
 
 impl Endpoint {
@@ -183,6 +242,7 @@ impl Endpoint {
         connect_timeout: Duration,
         before: Option<&Arc<Endpoint>>,
         slot_freed: Option<Arc<Notify>>,
+        pool_in_flight: Option<Arc<AtomicU64>>,
     ) -> Endpoint {
         let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
         let health = before.map_or_else(Default::default, |b| Arc::clone(&b.health));
@@ -203,6 +263,7 @@ impl Endpoint {
             client,
             connect_timeout,
             slot_freed,
+            pool_in_flight,
         }
     }
 }
@@ -224,6 +285,8 @@ pub struct EndpointStats {
     in_flight: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Response-head latency, for `peak_ewma`.
+    pub latency: PeakEwma,
 }
 
 impl EndpointStats {
@@ -256,6 +319,9 @@ impl InFlight {
     pub fn start(endpoint: &Arc<Endpoint>) -> InFlight {
         endpoint.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         endpoint.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(pool) = &endpoint.pool_in_flight {
+            pool.fetch_add(1, Ordering::Relaxed);
+        }
         InFlight {
             endpoint: Arc::clone(endpoint),
         }
@@ -272,6 +338,9 @@ impl Drop for InFlight {
             .stats
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(pool) = &self.endpoint.pool_in_flight {
+            pool.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(slot_freed) = &self.endpoint.slot_freed {
             slot_freed.notify_one();
         }
