@@ -10,6 +10,7 @@
 pub mod admin;
 mod app;
 pub mod balance;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod error;

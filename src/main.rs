@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 use usherd::config::{self, Config};
 use usherd::reload::Trigger;
-use usherd::{demo, Proxy};
+use usherd::{bench, demo, Proxy};
 
 const DEFAULT_CONFIG: &str = "config/usherd.toml";
 
@@ -45,6 +45,8 @@ enum Command {
     },
     /// Validate a config: print a summary and exit 0, or every error and exit 1.
     Check,
+    /// Compare balancing strategies on simulated backends (see docs/strategies.md).
+    Bench(Box<BenchArgs>),
     /// Start 3 demo backends and a proxy in front of them.
     Demo {
         /// Port of the demo proxy on 127.0.0.1 (0: any free port).
@@ -54,6 +56,49 @@ enum Command {
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Backends and events from a TOML file (see docs/strategies.md).
+    #[arg(long, conflicts_with = "backends")]
+    profile: Option<PathBuf>,
+    /// Backends as median latencies (log-normal, p99 = 3 x median).
+    #[arg(long, default_value = "5ms,5ms,5ms,5ms")]
+    backends: String,
+    /// Open loop: requests per second, whatever the answers [default: 200].
+    #[arg(long, conflicts_with_all = ["connections", "replay"])]
+    rate: Option<f64>,
+    /// Closed loop: connections each sending back to back.
+    #[arg(long, conflicts_with = "replay")]
+    connections: Option<usize>,
+    /// Replay the timing and keys of a usherd JSON access log.
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// With --replay, the access-log field used as the hashing key.
+    #[arg(long, default_value = "client", value_parser = ["client", "path", "host"])]
+    replay_key: String,
+    /// How long each strategy runs.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Strategies to compare, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<String>,
+    /// Seed of the simulated latencies and keys.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Distinct request keys (Zipf-skewed), for consistent_hash.
+    #[arg(long, default_value_t = 1000)]
+    keys: u64,
+    /// consistent_hash's bounded-load factor, e.g. 1.25.
+    #[arg(long)]
+    hash_balance_factor: Option<f64>,
+    /// Also write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write the chart as SVG.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -76,7 +121,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_format);
+    // The bench's proxy would log every request: warnings only, unless asked.
+    let default_level = if matches!(cli.command, Some(Command::Bench(_))) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(cli.log_format, default_level);
     let config_path = cli
         .config
         .clone()
@@ -91,11 +142,19 @@ fn main() -> ExitCode {
             on_runtime(run(config, !no_watch))
         }
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
+        Command::Bench(args) => match bench_options(&args) {
+            Ok(options) => on_runtime(run_bench(options, args.json, args.svg)),
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -224,6 +283,85 @@ async fn wait_for_shutdown_signal(proxy: &Proxy) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: no new connections, waiting for requests in flight");
     Ok(())
+}
+
+/// The bench's options from its arguments; an error is a bad argument.
+fn bench_options(args: &BenchArgs) -> Result<bench::BenchOptions, String> {
+    let profile = match &args.profile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            bench::Profile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => bench::Profile::from_medians(&args.backends).map_err(|e| e.to_string())?,
+    };
+    let load = match (&args.replay, args.connections, args.rate) {
+        (Some(path), _, _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let schedule = bench::parse_access_log(&text, &args.replay_key)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            bench::LoadShape::Replay(std::sync::Arc::new(schedule))
+        }
+        (None, Some(connections), _) if connections > 0 => bench::LoadShape::Closed { connections },
+        (None, Some(_), _) => return Err("--connections must be above 0".into()),
+        (None, None, rate) => {
+            let rate = rate.unwrap_or(200.0);
+            if !(rate > 0.0 && rate <= 100_000.0) {
+                return Err("--rate must be above 0 and at most 100000".into());
+            }
+            bench::LoadShape::Open { rate }
+        }
+    };
+    let strategies = if args.strategies.is_empty() {
+        bench::all_strategies()
+    } else {
+        args.strategies
+            .iter()
+            .map(|name| config::strategy_by_name(name.trim()))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if args.duration < std::time::Duration::from_secs(1)
+        || args.duration > std::time::Duration::from_secs(3600)
+    {
+        return Err("--duration must be between 1s and 1h".into());
+    }
+    if args
+        .hash_balance_factor
+        .is_some_and(|f| !(f > 1.0 && f <= 100.0))
+    {
+        return Err("--hash-balance-factor must be above 1.0 and at most 100".into());
+    }
+    Ok(bench::BenchOptions {
+        profile,
+        load,
+        duration: args.duration,
+        strategies,
+        seed: args.seed,
+        keys: args.keys,
+        hash_balance_factor: args.hash_balance_factor,
+        progress: true,
+    })
+}
+
+async fn run_bench(
+    options: bench::BenchOptions,
+    json: Option<PathBuf>,
+    svg: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let report = bench::run(&options).await?;
+    print!("{}", report.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("JSON report: {}", path.display());
+    }
+    if let Some(path) = svg {
+        bench::write_svg(&report, &path)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        println!("chart: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_demo(port: u16, admin_port: u16) -> anyhow::Result<ExitCode> {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::parse_config;
+pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY};
 
 /// A validated configuration with every default applied.
 #[derive(Debug, Clone, PartialEq)]

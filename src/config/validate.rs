@@ -689,7 +689,8 @@ fn in_file_order<T>(
     entries.into_iter()
 }
 
-fn strategy_by_name(name: &str) -> Result<StrategyKind, String> {
+/// The strategy a config or `usherd bench --strategies` names.
+pub fn strategy_by_name(name: &str) -> Result<StrategyKind, String> {
     match name {
         "round_robin" => Ok(StrategyKind::RoundRobin),
         "random" => Ok(StrategyKind::Random),
