@@ -152,14 +152,40 @@ async fn the_same_seed_gives_the_same_run() {
         assert_eq!(x.completed, 100);
         assert_eq!(x.completed, y.completed);
         assert_eq!(x.shares, y.shares, "{}", x.strategy);
-        assert!(
-            (x.p50_ms - y.p50_ms).abs() <= x.p50_ms * 0.10,
-            "{}: p50 {} vs {}",
-            x.strategy,
-            x.p50_ms,
-            y.p50_ms
+    }
+}
+
+/// The latencies a simulated backend draws, in order, for `count` requests.
+async fn drawn_latencies(seed: u64, count: usize) -> Vec<String> {
+    let profile = scenario("one_slow");
+    let start = tokio::time::Instant::now();
+    let backend =
+        bench::sim::SimBackend::start(3, &profile.backends[3], &profile.events, seed, start, 2)
+            .await
+            .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut drawn = Vec::new();
+    for _ in 0..count {
+        let uri: http::Uri = format!("http://{}/", backend.addr).parse().unwrap();
+        let response = client.get(uri).await.unwrap();
+        drawn.push(
+            response.headers()["x-simulated-latency-us"]
+                .to_str()
+                .unwrap()
+                .to_string(),
         );
     }
+    drawn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_seed_draws_the_same_latencies() {
+    let first = drawn_latencies(7, 20).await;
+    assert_eq!(first, drawn_latencies(7, 20).await);
+    assert_ne!(first, drawn_latencies(8, 20).await);
+    let distinct: std::collections::HashSet<&String> = first.iter().collect();
+    assert!(distinct.len() > 15, "latencies should vary: {first:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

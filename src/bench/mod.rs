@@ -10,7 +10,7 @@
 mod chart;
 mod load;
 mod profile;
-mod sim;
+pub mod sim;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;

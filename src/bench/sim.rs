@@ -131,5 +131,10 @@ async fn answer(behaviour: &Behaviour) -> Response<Full<Bytes>> {
     if failed {
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
     }
+    // The drawn latency, so a run can be checked against another.
+    response.headers_mut().insert(
+        "x-simulated-latency-us",
+        http::HeaderValue::from(latency.as_micros() as u64),
+    );
     response
 }
