@@ -230,11 +230,16 @@ fn summary(config: &Config) -> String {
 }
 
 fn on_runtime(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
-    // Worker threads: TOKIO_WORKER_THREADS, else one per core.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Worker threads: TOKIO_WORKER_THREADS, else one per core. With one, a
+    // current-thread runtime does the same work without the work-stealing
+    // scheduler's cross-thread bookkeeping.
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|n| n.trim() == "1");
+    let mut builder = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");

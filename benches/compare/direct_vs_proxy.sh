@@ -70,6 +70,9 @@ run_wrk() { # url -> "requests req/s p50 p99"
 
 read -r direct_requests direct_rps direct_p50 direct_p99 < <(run_wrk "http://127.0.0.1:$backend_port/")
 before=$(cpu_ticks "$usherd_pid")
+if [ -n "${PROFILE:-}" ]; then
+  perf record -e cpu-clock -F 4000 -g -o "$PROFILE" -p "$usherd_pid" -- sleep "$duration" >/dev/null 2>&1 &
+fi
 read -r proxy_requests proxy_rps proxy_p50 proxy_p99 < <(run_wrk "http://127.0.0.1:$proxy_port/")
 after=$(cpu_ticks "$usherd_pid")
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$usherd_pid/status")
