@@ -30,29 +30,7 @@ use support::{
 };
 
 fn one_pool(servers: &[String], extra_upstream: &str, global: &str) -> String {
-    let servers: Vec<String> = servers
-        .iter()
-        .map(|addr| format!("{{ addr = \"{addr}\" }}"))
-        .collect();
-    format!(
-        r#"
-[global]
-{global}
-
-[listeners.web]
-listen = "127.0.0.1:0"
-
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "pool" }}]
-
-[upstreams.pool]
-strategy = "round_robin"
-servers = [{}]
-{extra_upstream}
-"#,
-        servers.join(", ")
-    )
+    support::pool_config(servers, "round_robin", extra_upstream, global, false)
 }
 
 fn empty() -> TestBody {

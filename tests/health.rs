@@ -18,28 +18,8 @@ use support::{backend, client, full, get, start_proxy, url, Behaviour, Controlle
 use usherd::Proxy;
 
 fn pool_config(servers: &[&ControlledBackend], upstream_extra: &str, global: &str) -> String {
-    let servers: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ addr = \"{}\" }}", s.addr))
-        .collect();
-    format!(
-        r#"
-[global]
-{global}
-[admin]
-listen = "127.0.0.1:0"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "pool" }}]
-[upstreams.pool]
-strategy = "round_robin"
-servers = [{}]
-{upstream_extra}
-"#,
-        servers.join(", ")
-    )
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    support::pool_config(&addrs, "round_robin", upstream_extra, global, true)
 }
 
 const FAST_CHECKS: &str = r#"retries = 2

@@ -24,19 +24,12 @@ const CHUNK: usize = 1024 * 1024;
 const CHUNKS: usize = 64;
 
 fn config(server: &str, global: &str) -> String {
-    format!(
-        r#"
-[global]
-{global}
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "pool" }}]
-[upstreams.pool]
-servers = [{{ addr = "{server}" }}]
-timeout = "10s"
-"#
+    support::pool_config(
+        &[server.to_string()],
+        "round_robin",
+        "timeout = \"10s\"",
+        global,
+        false,
     )
 }
 

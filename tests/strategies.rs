@@ -27,24 +27,8 @@ async fn delayed(name: &'static str, delay: Duration) -> Backend {
 }
 
 fn config(servers: &[&Backend], strategy: &str, extra: &str) -> String {
-    let servers: Vec<String> = servers
-        .iter()
-        .map(|s| format!("{{ addr = \"{}\" }}", s.addr))
-        .collect();
-    format!(
-        r#"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "pool" }}]
-[upstreams.pool]
-strategy = "{strategy}"
-servers = [{}]
-{extra}
-"#,
-        servers.join(", ")
-    )
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.to_string()).collect();
+    support::pool_config(&addrs, strategy, extra, "", false)
 }
 
 /// Shares of responses per backend from `clients` closed-loop clients.

@@ -503,3 +503,44 @@ impl Drop for ControlledBackend {
         self.kill();
     }
 }
+
+/// Config text: one listener on 127.0.0.1:0, every host routed to the upstream
+/// `pool` of `servers` with `strategy`; `upstream_extra` goes under the
+/// upstream (and may open its sub-tables), `global` under `[global]`, and
+/// `admin` adds an admin listener on port 0.
+pub fn pool_config(
+    servers: &[String],
+    strategy: &str,
+    upstream_extra: &str,
+    global: &str,
+    admin: bool,
+) -> String {
+    let servers: Vec<String> = servers
+        .iter()
+        .map(|addr| format!("{{ addr = \"{addr}\" }}"))
+        .collect();
+    let admin = if admin {
+        "[admin]\nlisten = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[global]
+{global}
+{admin}
+[listeners.web]
+listen = "127.0.0.1:0"
+
+[vhosts.all]
+hosts = ["*"]
+routes = [{{ path = "/", upstream = "pool" }}]
+
+[upstreams.pool]
+strategy = "{strategy}"
+servers = [{}]
+{upstream_extra}
+"#,
+        servers.join(", ")
+    )
+}
