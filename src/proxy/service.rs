@@ -204,7 +204,13 @@ async fn forward(
                 && upstream.any_available(tried)
                 && (!reached_server || upstream.retry_budget.try_withdraw())
         };
-        let request = upstream_request(&parts, endpoint, &path_and_query, upstream_body);
+        // Only an attempt that may be followed by another needs a copy of the head.
+        let headers = if attempt + 1 == attempts {
+            std::mem::take(&mut parts.headers)
+        } else {
+            parts.headers.clone()
+        };
+        let request = upstream_request(&parts, headers, endpoint, &path_and_query, upstream_body);
         let in_flight = InFlight::start(endpoint);
         if let Some(access) = access.as_mut() {
             access.server = Some(Arc::clone(&endpoint.addr));
@@ -281,6 +287,7 @@ async fn forward(
 /// The request for one attempt: the client's head with the server's address.
 fn upstream_request(
     parts: &http::request::Parts,
+    headers: http::HeaderMap,
     endpoint: &Endpoint,
     path_and_query: &PathAndQuery,
     body: UpstreamBody,
@@ -293,7 +300,7 @@ fn upstream_request(
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
     *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = parts.headers.clone();
+    *request.headers_mut() = headers;
     request
 }
 
