@@ -158,6 +158,7 @@ fn upstream_pick(c: &mut Criterion) {
             timeout: std::time::Duration::from_secs(30),
             retries: 1,
             max_connections_per_server: Some(1000),
+            transport: Default::default(),
             hash: None,
             health_check: None,
             outlier: Some(usherd::config::Outlier {

@@ -185,7 +185,26 @@ fn check(path: &Path) -> ExitCode {
 fn summary(config: &Config) -> String {
     let mut out = String::new();
     for listener in &config.listeners {
-        out += &format!("listener {:<12} {}\n", listener.name, listener.listen);
+        out += &format!("listener {:<12} {}", listener.name, listener.listen);
+        if let Some(tls) = &listener.tls {
+            let certs: Vec<String> = tls
+                .certs
+                .certs()
+                .iter()
+                .map(|cert| {
+                    format!(
+                        "{} (until {})",
+                        cert.names.join(" "),
+                        humantime::format_rfc3339_seconds(cert.not_after)
+                    )
+                })
+                .collect();
+            out += &format!(" tls: {}", certs.join(", "));
+        }
+        if let Some(port) = listener.redirect_https {
+            out += &format!(" redirects to https port {port}");
+        }
+        out += "\n";
     }
     if let Some(admin) = &config.admin {
         let token = if admin.token.is_some() {
@@ -216,11 +235,17 @@ fn summary(config: &Config) -> String {
             .iter()
             .map(|s| format!("{} w{}", s.addr, s.weight))
             .collect();
+        let tls = if upstream.transport.tls.is_some() {
+            "+tls"
+        } else {
+            ""
+        };
         out += &format!(
-            "upstream {:<12} {} over {}\n",
+            "upstream {:<12} {} over {} ({}{tls})\n",
             upstream.name,
             upstream.strategy.name(),
-            servers.join(", ")
+            servers.join(", "),
+            upstream.transport.protocol.name(),
         );
     }
     for warning in &config.warnings {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerTls};
 use crate::routing::Router;
 use crate::server::{http_builder, ConnTimeouts, HttpBuilder};
+use crate::tls::CertStore;
 use crate::upstream::Upstream;
 
 /// Everything a request needs to be routed and balanced.
@@ -25,6 +26,9 @@ pub struct Snapshot {
     /// hyper's settings for new client connections (limits from `[global]`).
     pub http: Arc<HttpBuilder>,
     pub timeouts: ConnTimeouts,
+    /// True when some listener has `redirect_https`, so requests on the
+    /// others need not look.
+    any_redirect: bool,
 }
 
 /// The published snapshot.
@@ -59,8 +63,36 @@ impl Snapshot {
                 header_read: config.global.header_read_timeout,
                 idle: config.global.idle_timeout,
             },
+            any_redirect: config.listeners.iter().any(|l| l.redirect_https.is_some()),
             config,
         }
+    }
+
+    /// The certificates of the TLS listener named `listener`.
+    pub fn cert_store(&self, listener: &str) -> Option<&Arc<CertStore>> {
+        self.listener_tls(listener).map(|tls| &tls.certs)
+    }
+
+    /// The TLS settings of the listener named `listener`, if it has TLS.
+    pub fn listener_tls(&self, listener: &str) -> Option<&ListenerTls> {
+        self.config
+            .listeners
+            .iter()
+            .find(|l| l.name == listener)?
+            .tls
+            .as_ref()
+    }
+
+    /// The https port a plain listener redirects every request to, if it does.
+    pub fn redirect_https(&self, listener: &str) -> Option<u16> {
+        if !self.any_redirect {
+            return None;
+        }
+        self.config
+            .listeners
+            .iter()
+            .find(|l| l.name == listener)?
+            .redirect_https
     }
 
     /// The pool named `name`.

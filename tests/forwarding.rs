@@ -9,25 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
+use support::{
+    backend, client, closed_port, echo_backend, exchange_websocket_echoes, full, get, raw_exchange,
+    send, start_proxy, url, websocket_echo_backend, TestBody,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-use support::{
-    backend, client, closed_port, echo_backend, full, get, raw_exchange, send, start_proxy, url,
-    TestBody,
-};
 
 fn one_pool(servers: &[String], extra_upstream: &str, global: &str) -> String {
     support::pool_config(servers, "round_robin", extra_upstream, global, false)
@@ -234,52 +228,11 @@ async fn slow_upstream_is_504() {
 
 #[tokio::test]
 async fn websocket_is_tunnelled_both_ways() {
-    let upstream = backend(|mut request: Request<Incoming>| async move {
-        let key = request.headers()["sec-websocket-key"].as_bytes().to_vec();
-        let upgrade = hyper::upgrade::on(&mut request);
-        tokio::spawn(async move {
-            let upgraded = upgrade.await.unwrap();
-            let mut socket =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            while let Some(Ok(message)) = socket.next().await {
-                if message.is_text() {
-                    let reply = format!("echo: {}", message.into_text().unwrap());
-                    socket.send(Message::text(reply)).await.unwrap();
-                }
-            }
-        });
-        Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("sec-websocket-accept", derive_accept_key(&key))
-            .body(full(Bytes::new()))
-            .unwrap()
-    })
-    .await;
+    let upstream = websocket_echo_backend().await;
     let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
     let stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();
     let ws_url = format!("ws://{}/chat", proxy.listeners()[0].addr);
-    let (mut socket, response) = tokio_tungstenite::client_async(ws_url, stream)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 101);
-    for i in 0..5 {
-        socket
-            .send(Message::text(format!("hello {i}")))
-            .await
-            .unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            reply.into_text().unwrap().as_str(),
-            format!("echo: hello {i}")
-        );
-    }
-    socket.close(None).await.unwrap();
+    exchange_websocket_echoes(ws_url, stream).await;
     proxy.shutdown().await;
 }
 

@@ -128,6 +128,8 @@ pub fn status(app: &App) -> Value {
                 upstream.name.to_string(),
                 json!({
                     "strategy": upstream.strategy.name(),
+                    "protocol": upstream.transport.settings.protocol.name(),
+                    "tls": upstream.transport.settings.tls.is_some(),
                     "health_checks": upstream.health_check.is_some(),
                     "retries": upstream.retry_budget.retries(),
                     "retry_budget_exhausted": upstream.retry_budget.exhausted(),
@@ -141,7 +143,13 @@ pub fn status(app: &App) -> Value {
         .load()
         .listeners
         .iter()
-        .map(|l| json!({ "name": l.name, "listen": l.addr.to_string() }))
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "listen": l.addr.to_string(),
+                "tls": snapshot.listener_tls(&l.name).is_some(),
+            })
+        })
         .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),

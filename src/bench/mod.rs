@@ -215,6 +215,8 @@ fn proxy_config(
         listeners: vec![Listener {
             name: "bench".into(),
             listen: ([127, 0, 0, 1], 0).into(),
+            tls: None,
+            redirect_https: None,
         }],
         vhosts: vec![Vhost {
             name: "bench".into(),
@@ -243,6 +245,7 @@ fn proxy_config(
             timeout: Duration::from_secs(60),
             retries: 0,
             max_connections_per_server: None,
+            transport: Default::default(),
             hash,
             health_check: None,
             outlier: None,

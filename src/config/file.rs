@@ -54,8 +54,23 @@ pub struct AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
     pub listen: Spanned<String>,
-    /// Accepted by the parser so the error can say TLS is not in this build yet.
-    pub tls: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<ListenerTlsSection>>,
+    pub redirect_https: Option<Spanned<bool>>,
+    pub https_port: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsSection {
+    pub certs: Spanned<Vec<Spanned<CertSection>>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +106,11 @@ pub struct UpstreamSection {
     pub ewma_decay: Option<Spanned<String>>,
     pub health_check: Option<Spanned<HealthCheckSection>>,
     pub outlier: Option<Spanned<OutlierSection>>,
+    pub protocol: Option<Spanned<String>>,
+    pub tls: Option<Spanned<bool>>,
+    pub tls_server_name: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub tls_insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,12 +2,16 @@
 //! (`validate`), and the typed `Config` the rest of the proxy is built from.
 
 mod file;
+mod tls;
 mod validate;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::tls::{CaBundle, CertStore};
 
 pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY};
 
@@ -59,6 +63,18 @@ pub struct Admin {
 pub struct Listener {
     pub name: String,
     pub listen: SocketAddr,
+    pub tls: Option<ListenerTls>,
+    /// `redirect_https`: every request gets a 308 to https on this port.
+    pub redirect_https: Option<u16>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Chosen by SNI; the first is the default for clients without SNI or
+    /// with a name no certificate has.
+    pub certs: Arc<CertStore>,
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +128,45 @@ pub struct Upstream {
     pub hash: Option<HashSettings>,
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
+    pub transport: Transport,
+}
+
+/// How usherd talks to an upstream's servers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Transport {
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// The HTTP version spoken to an upstream's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS.
+    H2,
+    /// HTTP/2 over cleartext TCP, with prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+}
+
+/// TLS to an upstream's servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and verified; default: the host of each server's address.
+    pub server_name: Option<String>,
+    /// Roots to verify against; `None`: the system's roots.
+    pub ca: Option<CaBundle>,
+    pub insecure_skip_verify: bool,
 }
 
 /// What `consistent_hash` hashes, and its bounded-load factor.

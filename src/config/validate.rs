@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -31,6 +32,9 @@ pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut checker = Checker {
         text,
         file,
+        base_dir: Path::new(file)
+            .parent()
+            .map_or_else(PathBuf::new, Path::to_path_buf),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
@@ -51,15 +55,18 @@ pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
 }
 
-struct Checker<'a> {
+/// Collects the errors and warnings of one file while converting it.
+pub(super) struct Checker<'a> {
     text: &'a str,
     file: &'a str,
+    /// Relative paths in the config (certificates, CA files) start here.
+    pub(super) base_dir: PathBuf,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, span: Range<usize>, message: String) {
+    pub(super) fn error(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_and_column(self.text, span.start);
         self.errors.push(ConfigError {
             file: self.file.to_string(),
@@ -69,7 +76,7 @@ impl Checker<'_> {
         });
     }
 
-    fn warn(&mut self, span: Range<usize>, message: String) {
+    pub(super) fn warn(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_and_column(self.text, span.start);
         self.warnings
             .push(format!("{}:{line}:{column}: {message}", self.file));
@@ -175,12 +182,11 @@ impl Checker<'_> {
         for (name, section) in in_file_order(&file.listeners) {
             self.name(name, "listener");
             let section_ref = section.get_ref();
-            if let Some(tls) = &section_ref.tls {
-                self.error(
-                    tls.span(),
-                    "tls on listeners is not supported by this build yet".into(),
-                );
-            }
+            let tls = section_ref
+                .tls
+                .as_ref()
+                .and_then(|tls| self.listener_tls(tls));
+            let redirect_https = self.redirect_https(section_ref);
             let Some(listen) = self.socket_addr(&section_ref.listen, "listen") else {
                 continue;
             };
@@ -197,6 +203,8 @@ impl Checker<'_> {
             listeners.push(Listener {
                 name: name.get_ref().clone(),
                 listen,
+                tls,
+                redirect_https,
             });
         }
         listeners
@@ -337,6 +345,7 @@ impl Checker<'_> {
                 .outlier
                 .as_ref()
                 .map(|outlier| self.outlier(outlier.get_ref())),
+            transport: self.transport(name.get_ref(), body),
         }
     }
 
@@ -629,7 +638,7 @@ impl Checker<'_> {
         }
     }
 
-    fn duration_or(
+    pub(super) fn duration_or(
         &mut self,
         value: &Option<Spanned<String>>,
         what: &str,

@@ -4,6 +4,7 @@
 mod access_log;
 mod body;
 mod headers;
+mod redirect;
 mod request_key;
 mod service;
 

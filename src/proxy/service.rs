@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -18,11 +18,12 @@ use hyper_util::rt::TokioIo;
 use super::access_log::AccessRecord;
 use super::body::{BodySlot, BodyTooLarge, Completion, LimitedBody, ResponseBody, UpstreamBody};
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded, wants_upgrade};
+use super::redirect::https_location;
 use super::request_key::request_key;
 use crate::error::ProxyError;
 use crate::server::ConnState;
 use crate::snapshot::{SharedSnapshot, Snapshot};
-use crate::upstream::{Endpoint, InFlight};
+use crate::upstream::{Endpoint, InFlight, Transport};
 
 /// The most attempts a request can make (`retries` is at most 10).
 const MAX_ATTEMPTS: usize = 11;
@@ -79,7 +80,24 @@ pub async fn handle(
         host.as_ref(),
     );
     let version = request.version();
-    let outcome = forward(&snapshots.load_full(), &conn, request, host, &mut access).await;
+    let snapshot = snapshots.load_full();
+    if let Some(port) = snapshot.redirect_https(&conn.listener) {
+        let completion = Completion::new(active, access);
+        return Ok(
+            match host
+                .as_ref()
+                .and_then(|host| https_location(host, port, request.uri()))
+            {
+                Some(location) => redirect_response(location, completion),
+                None => error_response(
+                    ProxyError::BadRequest("a redirect to https needs a valid Host"),
+                    version,
+                    completion,
+                ),
+            },
+        );
+    }
+    let outcome = forward(&snapshot, &conn, request, host, &mut access).await;
     let response = match outcome {
         Ok(Forwarded {
             response,
@@ -210,7 +228,14 @@ async fn forward(
         } else {
             parts.headers.clone()
         };
-        let request = upstream_request(&parts, headers, endpoint, &path_and_query, upstream_body);
+        let request = upstream_request(
+            &parts,
+            headers,
+            &upstream.transport,
+            endpoint,
+            &path_and_query,
+            upstream_body,
+        );
         let in_flight = InFlight::start(endpoint);
         if let Some(access) = access.as_mut() {
             access.server = Some(Arc::clone(&endpoint.addr));
@@ -284,22 +309,36 @@ async fn forward(
     Err(last_error)
 }
 
-/// The request for one attempt: the client's head with the server's address.
+/// The request for one attempt: the client's head, addressed to the server.
+/// Over HTTP/1.1 the client's host travels in `Host`; over HTTP/2 it moves to
+/// `:authority` (the connector goes to the server whatever the URI names).
 fn upstream_request(
     parts: &http::request::Parts,
-    headers: http::HeaderMap,
+    mut headers: http::HeaderMap,
+    transport: &Transport,
     endpoint: &Endpoint,
     path_and_query: &PathAndQuery,
     body: UpstreamBody,
 ) -> Request<UpstreamBody> {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.authority.clone());
+    uri.scheme = Some(transport.scheme());
     uri.path_and_query = Some(path_and_query.clone());
+    let version = if transport.is_http2() {
+        uri.authority = Some(
+            headers
+                .remove(header::HOST)
+                .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+                .unwrap_or_else(|| endpoint.authority.clone()),
+        );
+        Version::HTTP_2
+    } else {
+        uri.authority = Some(endpoint.authority.clone());
+        Version::HTTP_11
+    };
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-    *request.version_mut() = Version::HTTP_11;
+    *request.version_mut() = version;
     *request.headers_mut() = headers;
     request
 }
@@ -393,6 +432,24 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// 308 Permanent Redirect to `location`.
+fn redirect_response(location: HeaderValue, mut completion: Completion) -> Response<ResponseBody> {
+    let status = StatusCode::PERMANENT_REDIRECT;
+    if let Some(access) = completion.access.as_mut() {
+        access.status = status.as_u16();
+    }
+    let text = Bytes::from_static(b"308 Permanent Redirect: use https\n");
+    let mut response = Response::new(ResponseBody::full(text, Some(completion)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 fn error_response(

@@ -9,7 +9,7 @@ use std::fmt::Display;
 use std::hash::Hash;
 use std::time::Duration;
 
-use crate::config::{Config, Route, Upstream, Vhost};
+use crate::config::{Config, Listener, ListenerTls, Route, Transport, Upstream, Vhost};
 
 /// The changes from `old` to `new`, in a stable order.
 pub fn describe(old: &Config, new: &Config) -> Vec<String> {
@@ -22,11 +22,13 @@ pub fn describe(old: &Config, new: &Config) -> Vec<String> {
                 changes.push(format!("listener {name} added on {}", after.listen))
             }
             (Some(_), None) => changes.push(format!("listener {name} removed")),
-            (Some(before), Some(after)) if before.listen != after.listen => changes.push(format!(
-                "listener {name}: {} -> {}",
-                before.listen, after.listen
-            )),
-            _ => {}
+            (Some(before), Some(after)) => {
+                let parts = listener_changes(before, after);
+                if !parts.is_empty() {
+                    changes.push(format!("listener {name}: {}", parts.join(", ")));
+                }
+            }
+            (None, None) => {}
         }
     }
     for (name, before, after) in pair_up(&old.vhosts, &new.vhosts, |v| &v.name) {
@@ -161,8 +163,54 @@ fn vhost_changes(before: &Vhost, after: &Vhost) -> Vec<String> {
     parts
 }
 
+fn listener_changes(before: &Listener, after: &Listener) -> Vec<String> {
+    let mut parts = Vec::new();
+    if before.listen != after.listen {
+        parts.push(format!("{} -> {}", before.listen, after.listen));
+    }
+    match (&before.tls, &after.tls) {
+        (None, Some(_)) => parts.push("tls on".into()),
+        (Some(_), None) => parts.push("tls off".into()),
+        (Some(old), Some(new)) => {
+            if old.certs != new.certs {
+                let names = |tls: &ListenerTls| {
+                    tls.certs
+                        .certs()
+                        .iter()
+                        .map(|cert| cert.names.join("+"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                parts.push(format!("certificates changed ({})", names(new)));
+            }
+            changed_duration(
+                &mut parts,
+                "handshake_timeout",
+                old.handshake_timeout,
+                new.handshake_timeout,
+            );
+        }
+        (None, None) => {}
+    }
+    let redirect = |l: &Listener| l.redirect_https.map_or("-".to_string(), |p| p.to_string());
+    changed(
+        &mut parts,
+        "redirect_https",
+        redirect(before),
+        redirect(after),
+    );
+    parts
+}
+
 fn upstream_changes(before: &Upstream, after: &Upstream) -> Vec<String> {
     let mut parts = Vec::new();
+    if before.transport != after.transport {
+        parts.push(format!(
+            "transport {} -> {}",
+            transport_name(&before.transport),
+            transport_name(&after.transport)
+        ));
+    }
     changed(
         &mut parts,
         "strategy",
@@ -212,6 +260,28 @@ fn upstream_changes(before: &Upstream, after: &Upstream) -> Vec<String> {
         after.max_connections_per_server.unwrap_or(0),
     );
     parts
+}
+
+/// `h2c`, `http1+tls`, `h2+tls(ca certs/ca.pem)`, ...
+fn transport_name(transport: &Transport) -> String {
+    let mut name = transport.protocol.name().to_string();
+    if let Some(tls) = &transport.tls {
+        name.push_str("+tls");
+        let mut details = Vec::new();
+        if let Some(server_name) = &tls.server_name {
+            details.push(format!("name {server_name}"));
+        }
+        if let Some(ca) = &tls.ca {
+            details.push(format!("ca {}", ca.path.display()));
+        }
+        if tls.insecure_skip_verify {
+            details.push("unverified".into());
+        }
+        if !details.is_empty() {
+            name.push_str(&format!("({})", details.join(", ")));
+        }
+    }
+    name
 }
 
 fn changed<T: PartialEq + Display>(parts: &mut Vec<String>, what: &str, before: T, after: T) {

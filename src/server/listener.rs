@@ -12,14 +12,25 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ClientIo, ConnState};
 use crate::config::Global;
 use crate::proxy::{handle, ClientConn};
 use crate::snapshot::SharedSnapshot;
+use crate::tls;
 
 pub type HttpBuilder = auto::Builder<TokioExecutor>;
+
+/// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
+/// Streams a client may reset before they are served, at once.
+const HTTP2_MAX_PENDING_RESETS: usize = 20;
+
+/// Streams reset for a client's protocol errors before the connection goes.
+const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
 /// hyper's HTTP/1 and HTTP/2 server settings from `[global]`.
 pub fn http_builder(global: &Global) -> HttpBuilder {
@@ -34,7 +45,15 @@ pub fn http_builder(global: &Global) -> HttpBuilder {
         .max_buf_size(header_limit)
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX));
+        // Also bounds CONTINUATION frames: h2 stops reading a header block
+        // beyond it (the 2024 CONTINUATION flood).
+        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX))
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        // Rapid reset (CVE-2023-44487): a client that opens and cancels
+        // streams faster than they are served gets GOAWAY.
+        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
+        // A client whose streams keep failing by its own fault gets GOAWAY.
+        .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS);
     builder
 }
 
@@ -53,6 +72,9 @@ pub async fn serve_listener(
     context: ListenerContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Made at the first TLS connection; its certificate resolver reads the
+    // snapshot of each handshake, so it serves whatever the config says now.
+    let mut tls_acceptor: Option<TlsAcceptor> = None;
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&context.connection_slots).acquire_owned() => match permit {
@@ -77,36 +99,90 @@ pub async fn serve_listener(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let state = Arc::new(ConnState::default());
+        let (http, timeouts, handshake_timeout) = {
+            let snapshot = context.snapshots.load();
+            let handshake_timeout = snapshot
+                .listener_tls(&context.name)
+                .map(|tls| tls.handshake_timeout);
+            (
+                Arc::clone(&snapshot.http),
+                snapshot.timeouts,
+                handshake_timeout,
+            )
+        };
         let client = Arc::new(ClientConn::new(
             Arc::clone(&context.name),
             peer,
-            "http",
+            if handshake_timeout.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             Arc::clone(&state),
         ));
-        let (http, timeouts) = {
-            let snapshot = context.snapshots.load();
-            (Arc::clone(&snapshot.http), snapshot.timeouts)
-        };
-        let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
         let snapshots = Arc::clone(&context.snapshots);
-        let service =
-            service_fn(move |request| handle(Arc::clone(&snapshots), Arc::clone(&client), request));
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
+        let Some(handshake_timeout) = handshake_timeout else {
+            let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
+            context.tracker.spawn(async move {
+                let _permit = permit;
+                serve_connection(&http, io, snapshots, client, shutdown).await;
+            });
+            continue;
+        };
+        let acceptor = tls_acceptor
+            .get_or_insert_with(|| {
+                TlsAcceptor::from(tls::server_config(
+                    Arc::clone(&context.snapshots),
+                    Arc::clone(&context.name),
+                ))
+            })
+            .clone();
         context.tracker.spawn(async move {
             let _permit = permit;
-            let connection = http.serve_connection_with_upgrades(io, service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = stopped(&mut shutdown) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(client = %peer, %error, "client connection ended with an error");
-            }
+            let stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::debug!(client = %peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_elapsed) => {
+                        tracing::debug!(client = %peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
+            serve_connection(&http, io, snapshots, client, shutdown).await;
         });
+    }
+}
+
+/// Serves HTTP on one accepted (and, on TLS listeners, decrypted) connection
+/// until it closes; on shutdown, it finishes the requests it has and closes.
+async fn serve_connection<I>(
+    http: &HttpBuilder,
+    io: I,
+    snapshots: SharedSnapshot,
+    client: Arc<ClientConn>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let peer = client.client;
+    let service =
+        service_fn(move |request| handle(Arc::clone(&snapshots), Arc::clone(&client), request));
+    let connection = http.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stopped(&mut shutdown) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(client = %peer, %error, "client connection ended with an error");
     }
 }
 

@@ -14,20 +14,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::uri::Authority;
-use http::Request;
+use http::uri::{Authority, Scheme};
+use http::{Request, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::health::{CheckReport, EndpointHealth};
+use super::transport::{PoolSettings, ServerConnector};
 use super::Upstream;
 use crate::config::HealthCheck;
 
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+type CheckClient = Client<ServerConnector, Empty<Bytes>>;
 
 /// The granularity of check times.
 const TICK: Duration = Duration::from_millis(25);
@@ -41,15 +40,29 @@ fn on_tick(start: Instant, at: Instant) -> Instant {
     start + TICK * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
-/// One server to check.
+/// One server to check, with a small client of its own (one idle
+/// connection), apart from the traffic's, over the upstream's transport.
 struct Target {
     addr: Arc<str>,
     authority: Authority,
     health: Arc<EndpointHealth>,
+    client: CheckClient,
+}
+
+/// How checks reach the servers of an upstream.
+struct CheckRequests {
+    check: HealthCheck,
+    scheme: Scheme,
+    version: Version,
 }
 
 /// Starts the checks of `upstream` (which must have a `health_check`).
 pub fn spawn_checks(upstream: &Upstream, check: HealthCheck) -> JoinHandle<()> {
+    let pool = PoolSettings {
+        connect_timeout: check.timeout,
+        idle_timeout: check.interval * 3,
+        max_idle_per_host: 1,
+    };
     let targets: Vec<Target> = upstream
         .endpoints
         .iter()
@@ -57,22 +70,25 @@ pub fn spawn_checks(upstream: &Upstream, check: HealthCheck) -> JoinHandle<()> {
             addr: Arc::clone(&endpoint.addr),
             authority: endpoint.authority.clone(),
             health: Arc::clone(&endpoint.health),
+            client: upstream.transport.client(&endpoint.addr, pool),
         })
         .collect();
-    tokio::spawn(run(Arc::clone(&upstream.name), targets, check))
+    let requests = CheckRequests {
+        check,
+        scheme: upstream.transport.scheme(),
+        version: if upstream.transport.is_http2() {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        },
+    };
+    tokio::spawn(run(Arc::clone(&upstream.name), targets, requests))
 }
 
-async fn run(upstream: Arc<str>, targets: Vec<Target>, check: HealthCheck) {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(check.timeout));
-    let client: CheckClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .pool_idle_timeout(check.interval * 3)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+async fn run(upstream: Arc<str>, targets: Vec<Target>, requests: CheckRequests) {
     let targets = Arc::new(targets);
-    let check = Arc::new(check);
+    let requests = Arc::new(requests);
+    let check = &requests.check;
     let start = Instant::now();
     // Earliest next check first; the first round is spread over one interval.
     let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = (0..targets.len())
@@ -87,15 +103,15 @@ async fn run(upstream: Arc<str>, targets: Vec<Target>, check: HealthCheck) {
             tokio::time::sleep_until(at).await;
             while running.try_join_next().is_some() {}
         }
-        let (client, all_targets, this_check, upstream) = (
-            client.clone(),
+        let (all_targets, requests, upstream) = (
             Arc::clone(&targets),
-            Arc::clone(&check),
+            Arc::clone(&requests),
             Arc::clone(&upstream),
         );
         running.spawn(async move {
             let target = &all_targets[index];
-            let report = check_once(&client, target, &this_check).await;
+            let this_check = &requests.check;
+            let report = check_once(target, &requests).await;
             let passed = report.passed;
             let detail = report.detail.clone();
             match target.health.record_check(report, this_check.rise, this_check.fall) {
@@ -111,17 +127,19 @@ async fn run(upstream: Arc<str>, targets: Vec<Target>, check: HealthCheck) {
     }
 }
 
-async fn check_once(client: &CheckClient, target: &Target, check: &HealthCheck) -> CheckReport {
+async fn check_once(target: &Target, requests: &CheckRequests) -> CheckReport {
+    let check = &requests.check;
     let started = Instant::now();
     let at = SystemTime::now();
-    let uri = format!("http://{}{}", target.authority, check.path);
+    let uri = format!("{}://{}{}", requests.scheme, target.authority, check.path);
     let request = Request::get(uri)
+        .version(requests.version)
         .header(http::header::USER_AGENT, "usherd-health-check")
         .body(Empty::new());
     let outcome = match request {
         Ok(request) => {
             tokio::time::timeout(check.timeout, async {
-                let response = client.request(request).await?;
+                let response = target.client.request(request).await?;
                 let status = response.status().as_u16();
                 // Read the (small) body so the connection can be reused.
                 response.into_body().collect().await.ok();

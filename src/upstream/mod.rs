@@ -12,15 +12,14 @@ mod checks;
 mod health;
 mod outlier;
 mod retry_budget;
+mod transport;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 
 use crate::balance::{Balancer, Loads, PeakEwma};
@@ -30,12 +29,13 @@ use crate::proxy::UpstreamBody;
 pub use checks::spawn_checks;
 pub use health::{clock_ns, CheckReport, EndpointHealth, LazyNow};
 pub use retry_budget::RetryBudget;
+pub use transport::{PoolSettings, ServerConnector, Transport};
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The HTTP client of one server: its own pool of keep-alive connections.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+pub type UpstreamClient = Client<ServerConnector, UpstreamBody>;
 
 /// One upstream pool, immutable once built.
 #[derive(Debug)]
@@ -53,6 +53,8 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
     pub retry_budget: Arc<RetryBudget>,
+    /// HTTP version and TLS towards the servers.
+    pub transport: Arc<Transport>,
     /// What `consistent_hash` hashes.
     pub hash_key: Option<HashKey>,
     /// Requests in flight to the whole pool, kept for bounded-load hashing.
@@ -81,6 +83,12 @@ impl Upstream {
                     .and_then(|p| p.pool_in_flight.clone())
                     .unwrap_or_default()
             });
+        let transport = match previous {
+            Some(previous) if previous.transport.settings == config.transport => {
+                Arc::clone(&previous.transport)
+            }
+            _ => Arc::new(Transport::new(&config.name, &config.transport)),
+        };
         let endpoints = config
             .servers
             .iter()
@@ -89,6 +97,7 @@ impl Upstream {
                 let endpoint = Endpoint::new(
                     server,
                     config.connect_timeout,
+                    &transport,
                     before,
                     slot_freed.clone(),
                     pool_in_flight.clone(),
@@ -111,6 +120,7 @@ impl Upstream {
             health_check: config.health_check.clone(),
             outlier: config.outlier,
             retry_budget: previous.map_or_else(Default::default, |p| Arc::clone(&p.retry_budget)),
+            transport,
             hash_key: config.hash.as_ref().map(|hash| hash.key.clone()),
             pool_in_flight,
             slot_freed,
@@ -231,6 +241,8 @@ pub struct Endpoint {
     pub health: Arc<EndpointHealth>,
     pub client: UpstreamClient,
     connect_timeout: Duration,
+    /// The transport `client` was made for.
+    transport: Arc<Transport>,
     slot_freed: Option<Arc<Notify>>,
     pool_in_flight: Option<Arc<AtomicU64>>,
 }
@@ -240,16 +252,30 @@ impl Endpoint {
     fn new(
         server: &config::Server,
         connect_timeout: Duration,
+        transport: &Arc<Transport>,
         before: Option<&Arc<Endpoint>>,
         slot_freed: Option<Arc<Notify>>,
         pool_in_flight: Option<Arc<AtomicU64>>,
     ) -> Endpoint {
         let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
         let health = before.map_or_else(Default::default, |b| Arc::clone(&b.health));
-        // The client holds the idle connections; a new connect timeout needs a new one.
+        // The client holds the idle connections; a new connect timeout or
+        // transport needs a new one.
         let client = match before {
-            Some(before) if before.connect_timeout == connect_timeout => before.client.clone(),
-            _ => new_client(connect_timeout),
+            Some(before)
+                if before.connect_timeout == connect_timeout
+                    && Arc::ptr_eq(&before.transport, transport) =>
+            {
+                before.client.clone()
+            }
+            _ => transport.client(
+                &server.addr,
+                PoolSettings {
+                    connect_timeout,
+                    idle_timeout: POOL_IDLE_TIMEOUT,
+                    max_idle_per_host: usize::MAX,
+                },
+            ),
         };
         Endpoint {
             addr: Arc::from(server.addr.as_str()),
@@ -262,21 +288,11 @@ impl Endpoint {
             health,
             client,
             connect_timeout,
+            transport: Arc::clone(transport),
             slot_freed,
             pool_in_flight,
         }
     }
-}
-
-fn new_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
 }
 
 /// Live counters of one server; atomics only.

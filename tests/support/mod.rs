@@ -127,6 +127,72 @@ pub async fn echo_backend(name: &'static str) -> Backend {
     .await
 }
 
+/// A backend that accepts WebSocket upgrades and answers each text message
+/// `m` with `echo: m`.
+pub async fn websocket_echo_backend() -> Backend {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    backend(|mut request: Request<Incoming>| async move {
+        let key = request.headers()["sec-websocket-key"].as_bytes().to_vec();
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let upgraded = upgrade.await.unwrap();
+            let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(message)) = socket.next().await {
+                if message.is_text() {
+                    let reply = format!("echo: {}", message.into_text().unwrap());
+                    socket.send(Message::text(reply)).await.unwrap();
+                }
+            }
+        });
+        Response::builder()
+            .status(http::StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(&key))
+            .body(full(Bytes::new()))
+            .unwrap()
+    })
+    .await
+}
+
+/// Opens a WebSocket to `ws_url` over `stream` (plain or TLS) and checks five
+/// echoes from `websocket_echo_backend`.
+pub async fn exchange_websocket_echoes<S>(ws_url: String, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut socket, response) = tokio_tungstenite::client_async(ws_url, stream)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    for i in 0..5 {
+        socket
+            .send(Message::text(format!("hello {i}")))
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reply.into_text().unwrap().as_str(),
+            format!("echo: hello {i}")
+        );
+    }
+    socket.close(None).await.unwrap();
+}
+
 /// An address nothing listens on (bound, then closed).
 pub async fn closed_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -222,6 +288,23 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The first log line containing `needle`, waiting up to `limit` for it.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let tail = self.stderr_tail.lock().unwrap();
+            if let Some(line) = tail.iter().find(|line| line.contains(needle)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} in {tail:?}"
+            );
+            drop(tail);
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn addr(&self, listener: &str) -> SocketAddr {
@@ -354,6 +437,8 @@ pub fn spawn_binary_with(
 }
 
 /// A file path in a directory of its own, both removed when dropped.
+pub mod tls;
+
 pub mod tempfile_path {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};

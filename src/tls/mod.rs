@@ -1,0 +1,63 @@
+//! TLS with rustls (ring provider): the server side of TLS listeners, whose
+//! certificate resolver reads the current snapshot so that a reload serves new
+//! certificates to new handshakes, and the client side of TLS upstreams (roots
+//! from a CA file or the system, or no verification when a user insists).
+
+mod certs;
+mod client;
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+pub use certs::{load_cert, CertError, CertStore, CertWarnings, LoadedCert};
+pub use client::{client_config, load_ca_file, CaBundle, Verify};
+
+use crate::snapshot::SharedSnapshot;
+
+/// ALPN protocols a TLS listener offers, preferred first.
+const SERVER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The one crypto provider every TLS config uses: ring.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+/// The rustls server config of one TLS listener: TLS 1.2 and 1.3, ALPN `h2`
+/// and `http/1.1`, session tickets, and certificates chosen by SNI among the
+/// listener's certificates in the snapshot current at each handshake.
+pub fn server_config(snapshots: SharedSnapshot, listener: Arc<str>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SnapshotResolver {
+            snapshots,
+            listener,
+        }));
+    config.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(ticketer) => config.ticketer = ticketer,
+        Err(error) => tracing::warn!(%error, "TLS session tickets are off"),
+    }
+    Arc::new(config)
+}
+
+/// Picks a listener's certificate from the current snapshot.
+#[derive(Debug)]
+struct SnapshotResolver {
+    snapshots: SharedSnapshot,
+    listener: Arc<str>,
+}
+
+impl ResolvesServerCert for SnapshotResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snapshot = self.snapshots.load();
+        let store = snapshot.cert_store(&self.listener)?;
+        Some(Arc::clone(store.resolve(hello.server_name())))
+    }
+}
