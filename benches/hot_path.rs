@@ -166,7 +166,7 @@ fn upstream_pick(c: &mut Criterion) {
                 ejection_time: std::time::Duration::from_secs(30),
             }),
         };
-        let upstream = usherd::upstream::Upstream::build(&config, None);
+        let upstream = usherd::upstream::Upstream::build(&config, None, &Default::default());
         group.bench_with_input(
             BenchmarkId::new("weighted_with_availability", servers),
             &upstream,

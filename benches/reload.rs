@@ -81,7 +81,12 @@ fn build_step(c: &mut Criterion) {
     group.bench_function("parse_validate_build_1000x10_1000_vhosts", |b| {
         b.iter(|| {
             let config = parse_config(black_box(&text), "big.toml").unwrap();
-            black_box(Snapshot::build(Arc::new(config), 2, None))
+            black_box(Snapshot::build(
+                Arc::new(config),
+                2,
+                None,
+                &Default::default(),
+            ))
         })
     });
     group.bench_function("parse_validate_only", |b| {
@@ -89,13 +94,30 @@ fn build_step(c: &mut Criterion) {
     });
     let parsed = Arc::new(parse_config(&text, "big.toml").unwrap());
     group.bench_function("build_only", |b| {
-        b.iter(|| black_box(Snapshot::build(Arc::clone(&parsed), 2, None)))
+        b.iter(|| {
+            black_box(Snapshot::build(
+                Arc::clone(&parsed),
+                2,
+                None,
+                &Default::default(),
+            ))
+        })
     });
-    let previous = Snapshot::build(Arc::new(parse_config(&text, "big.toml").unwrap()), 1, None);
+    let previous = Snapshot::build(
+        Arc::new(parse_config(&text, "big.toml").unwrap()),
+        1,
+        None,
+        &Default::default(),
+    );
     group.bench_function("build_with_carry_over", |b| {
         b.iter(|| {
             let config = parse_config(black_box(&text), "big.toml").unwrap();
-            black_box(Snapshot::build(Arc::new(config), 2, Some(&previous)))
+            black_box(Snapshot::build(
+                Arc::new(config),
+                2,
+                Some(&previous),
+                &Default::default(),
+            ))
         })
     });
     group.finish();

@@ -19,7 +19,8 @@ use crate::server::{
     serve_listener, BindError, BindPlan, BoundListener, ListenerContext, ListenerSet,
 };
 use crate::snapshot::{SharedSnapshot, Snapshot};
-use crate::upstream::spawn_checks;
+use crate::stats::ListenerStats;
+use crate::upstream::{spawn_checks, WeightOverrides};
 
 /// What only one reload at a time may change.
 pub(crate) struct Control {
@@ -29,6 +30,8 @@ pub(crate) struct Control {
     pub max_connections: usize,
     /// The health checker of each upstream that has checks, by name.
     pub health_checks: HashMap<String, RunningChecks>,
+    /// Weights set through the admin API, for servers still in the config.
+    pub weight_overrides: WeightOverrides,
 }
 
 /// A running health checker and what it was started for; aborted on drop.
@@ -93,6 +96,9 @@ pub struct App {
     pub(crate) last_file_text: Mutex<Option<String>>,
     pub started_at: SystemTime,
     pub(crate) connection_slots: Arc<Semaphore>,
+    /// Connection counters of every listener that ever ran, by name; a
+    /// listener that comes back keeps counting where it stopped.
+    pub listener_stats: Mutex<HashMap<String, Arc<ListenerStats>>>,
     connections: TaskTracker,
     /// Turns true on shutdown, for background tasks such as the file watcher.
     pub(crate) shutdown: watch::Sender<bool>,
@@ -112,12 +118,14 @@ impl App {
                 Arc::clone(&config),
                 1,
                 None,
+                &WeightOverrides::new(),
             ))),
             control: tokio::sync::Mutex::new(Control {
                 listeners: ListenerSet::new("listener"),
                 admin: ListenerSet::new("admin API"),
                 max_connections: config.global.max_connections,
                 health_checks: HashMap::new(),
+                weight_overrides: WeightOverrides::new(),
             }),
             bound: ArcSwap::default(),
             last_reload: Mutex::new(ReloadRecord::started(started_at)),
@@ -125,6 +133,7 @@ impl App {
             last_file_text: Mutex::new(file_text),
             started_at,
             connection_slots: Arc::new(Semaphore::new(config.global.max_connections)),
+            listener_stats: Mutex::default(),
             connections: TaskTracker::new(),
             shutdown: watch::channel(false).0,
         });
@@ -167,8 +176,16 @@ impl App {
         control
             .listeners
             .switch_to(listeners, |name, socket, stop| {
+                let stats = Arc::clone(
+                    self.listener_stats
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(name.to_string())
+                        .or_default(),
+                );
                 let context = ListenerContext {
                     name: Arc::from(name),
+                    stats,
                     snapshots: Arc::clone(&self.snapshots),
                     connection_slots: Arc::clone(&self.connection_slots),
                     tracker: self.connections.clone(),

@@ -19,6 +19,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod stats;
 pub mod tls;
 pub mod upstream;
 

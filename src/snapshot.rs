@@ -11,8 +11,9 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, ListenerTls};
 use crate::routing::Router;
 use crate::server::{http_builder, ConnTimeouts, HttpBuilder};
+use crate::stats::StatusClasses;
 use crate::tls::CertStore;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, WeightOverrides};
 
 /// Everything a request needs to be routed and balanced.
 #[derive(Debug)]
@@ -29,6 +30,11 @@ pub struct Snapshot {
     /// True when some listener has `redirect_https`, so requests on the
     /// others need not look.
     any_redirect: bool,
+    /// Responses by status class per vhost, in config order; shared with the
+    /// snapshot before for vhosts that stay.
+    pub vhost_responses: Vec<Arc<StatusClasses>>,
+    /// Responses to requests no vhost took.
+    pub unrouted_responses: Arc<StatusClasses>,
 }
 
 /// The published snapshot.
@@ -37,13 +43,19 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 impl Snapshot {
     /// Compiles `config`. With `previous` (the snapshot before a reload),
     /// servers that stay keep their counters, connections and turn.
-    pub fn build(config: Arc<Config>, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
+    /// `overrides` are the weights set through the admin API.
+    pub fn build(
+        config: Arc<Config>,
+        generation: u64,
+        previous: Option<&Snapshot>,
+        overrides: &WeightOverrides,
+    ) -> Snapshot {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|upstream| {
                 let before = previous.and_then(|p| p.upstream(&upstream.name));
-                Arc::new(Upstream::build(upstream, before.map(|u| &**u)))
+                Arc::new(Upstream::build(upstream, before.map(|u| &**u), overrides))
             })
             .collect();
         let index: HashMap<&str, usize> = config
@@ -54,7 +66,20 @@ impl Snapshot {
             .collect();
         let listener_names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
         let router = Router::build(&config.vhosts, &listener_names, |name| index[name]);
+        let vhost_responses = config
+            .vhosts
+            .iter()
+            .map(|vhost| {
+                previous
+                    .and_then(|p| p.vhost_responses_named(&vhost.name))
+                    .unwrap_or_default()
+            })
+            .collect();
         Snapshot {
+            vhost_responses,
+            unrouted_responses: previous
+                .map(|p| Arc::clone(&p.unrouted_responses))
+                .unwrap_or_default(),
             generation,
             router,
             upstreams,
@@ -93,6 +118,20 @@ impl Snapshot {
             .iter()
             .find(|l| l.name == listener)?
             .redirect_https
+    }
+
+    fn vhost_responses_named(&self, name: &str) -> Option<Arc<StatusClasses>> {
+        let index = self.config.vhosts.iter().position(|v| v.name == name)?;
+        Some(Arc::clone(&self.vhost_responses[index]))
+    }
+
+    /// Counts a response to a request that vhost `vhost` (an index) took, or
+    /// that none took.
+    pub fn record_response(&self, vhost: Option<usize>, status: u16) {
+        match vhost {
+            Some(index) => self.vhost_responses[index].record(status),
+            None => self.unrouted_responses.record(status),
+        }
     }
 
     /// The pool named `name`.

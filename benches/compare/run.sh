@@ -34,7 +34,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-install() { apt-get update -qq >/dev/null && apt-get install -y -qq "$@" >/dev/null; }
+work=$(mktemp -d)
+source benches/compare/lib.sh
 command -v wrk >/dev/null || install wrk
 if [ "$quick" = 0 ]; then
   command -v nginx >/dev/null || install nginx-light
@@ -42,47 +43,17 @@ if [ "$quick" = 0 ]; then
   command -v h2load >/dev/null || install nghttp2-client
 fi
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-hz=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-cpu0_busy() { awk '/^cpu0 / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
-status_kib() { awk -v f="$2" '$1 == f {print $2}' "/proc/$1/status"; }
-
 cargo build --release --quiet
 usherd=target/release/usherd
 
 # --- backends -------------------------------------------------------------
-backends=()
 if [ "$quick" = 1 ]; then
   taskset -c 1 "$usherd" demo --port 0 --admin-port 0 > "$work/demo.out" 2>/dev/null &
   pids+=($!)
   for _ in $(seq 50); do grep -q "backend gamma" "$work/demo.out" 2>/dev/null && break; sleep 0.1; done
   while read -r addr; do backends+=("$addr"); done < <(awk '$1 == "backend" {sub("http://", "", $3); print $3}' "$work/demo.out")
 else
-  head -c 1048576 /dev/zero > "$work/big"
-  # nginx's workers run as nobody: they must be able to read the file.
-  chmod 755 "$work"; chmod 644 "$work/big"
-  {
-    echo "worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err;"
-    echo "events { worker_connections 20000; }"
-    echo "http { access_log off; keepalive_requests 1000000;"
-    for _ in 1 2 3; do
-      port=$(free_port); backends+=("127.0.0.1:$port")
-      echo "  server { listen 127.0.0.1:$port; location = /big { alias $work/big; } location / { return 200 \"ok\n\"; } }"
-    done
-    echo "}"
-  } > "$work/backend.conf"
-  taskset -c 1 nginx -c "$work/backend.conf" -p "$work" &
-  pids+=($!)
+  start_nginx_backends
 fi
 [ "${#backends[@]}" = 3 ] || { echo "backends did not start" >&2; exit 1; }
 
@@ -120,8 +91,7 @@ http {
 NGINX
   taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
   pids+=($!)
-  local master=$!
-  for _ in $(seq 50); do pid[nginx]=$(pgrep -P "$master" | head -1 || true); [ -n "${pid[nginx]}" ] && break; sleep 0.1; done
+  pid[nginx]=$(nginx_worker $!)
 }
 start_haproxy() {
   port[haproxy]=$(free_port); h2port[haproxy]=$(free_port)
@@ -169,9 +139,6 @@ cat > "$work/delay.lua" <<'LUA'
 function delay() return 1 end
 LUA
 
-us() { # wrk latency like 1.23ms / 456.00us / 1.2s -> microseconds
-  python3 -c "import sys,re; v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v); f={'us':1,'ms':1e3,'s':1e6}[m.group(2)]; print(float(m.group(1))*f)" "$1"
-}
 measure() { # proxy
   local proxy=$1 p=${pid[$1]} url="http://127.0.0.1:${port[$1]}/"
   local before busy_before after busy_after out requests
@@ -183,7 +150,7 @@ measure() { # proxy
   echo "$proxy rps $(awk '/Requests\/sec/ {print $2}' <<<"$out")" >> "$results"
   echo "$proxy p50_us $(us "$(awk '$1 == "50%" {print $2}' <<<"$out")")" >> "$results"
   echo "$proxy p99_us $(us "$(awk '$1 == "99%" {print $2}' <<<"$out")")" >> "$results"
-  echo "$proxy cpu_us $(python3 -c "print(($after-$before)/$hz*1e6/$requests)")" >> "$results"
+  echo "$proxy cpu_us $(cpu_us_per_request "$before" "$after" "$requests")" >> "$results"
   echo "$proxy rss_kib $(status_kib "$p" VmHWM:)" >> "$results"
   echo "$proxy noise $(python3 -c "print(int(($busy_after-$busy_before)-($after-$before) > 0.1*$duration*$hz))")" >> "$results"
   if [ "$quick" = 0 ]; then
@@ -194,7 +161,7 @@ measure() { # proxy
     after=$(cpu_ticks "$p")
     requests=$(awk '/^requests:/ {print $8}' <<<"$out")
     echo "$proxy h2_rps $(awk '/^finished in/ {print $4}' <<<"$out")" >> "$results"
-    [ -n "$requests" ] && [ "$requests" -gt 0 ] && echo "$proxy h2_cpu_us $(python3 -c "print(($after-$before)/$hz*1e6/$requests)")" >> "$results"
+    [ -n "$requests" ] && [ "$requests" -gt 0 ] && echo "$proxy h2_cpu_us $(cpu_us_per_request "$before" "$after" "$requests")" >> "$results"
     out=$(taskset -c 1 wrk -t1 -c16 -d"${duration}s" "${url}big")
     echo "$proxy big_mbs $(awk '/Transfer\/sec/ {v=$2; u=substr(v, length(v)-1); n=substr(v, 1, length(v)-2); if (u=="GB") n*=1024; if (u=="KB") n/=1024; print n}' <<<"$out")" >> "$results"
   fi

@@ -19,6 +19,8 @@ for line in open(sys.argv[1]):
     rows[proxy][metric].append(float(value))
 
 metrics = [
+    ("handshakes_per_s", "handshakes/s", "{:.0f}"),
+    ("handshake_cpu_us", "CPU us/hshake", "{:.1f}"),
     ("rps", "req/s", "{:.0f}"),
     ("p50_us", "p50 us", "{:.0f}"),
     ("p99_us", "p99 us", "{:.0f}"),
@@ -38,11 +40,11 @@ for proxy in order:
     for key, _, fmt in present:
         values = rows[proxy][key]
         cells.append(fmt.format(statistics.median(values)) if values else "-")
-    reps = len(rows[proxy]["rps"])
+    reps = max(len(values) for values in rows[proxy].values())
     print(f"{proxy:<8}" + "".join(f"{c:>15}" for c in cells) + f"{str(noisy[proxy]) + '/' + str(reps):>12}")
 if "nginx" in order:
     print()
-    print("ratio to nginx (medians; below 1.0 is better for all but req/s and MB/s)")
+    print("ratio to nginx (medians; below 1.0 is better for all but req/s, handshakes/s and MB/s)")
     for proxy in order:
         cells = []
         for key, _, _ in present:

@@ -1,6 +1,12 @@
-//! The admin API on `[admin] listen` (shared/SPEC.md §6): `GET /status` and
-//! `POST /reload`. The other calls of the SPEC answer 501 until they exist.
-//! With a token configured, every call needs `Authorization: Bearer <token>`.
+//! The admin API on `[admin] listen` (shared/SPEC.md §6): `GET /status`,
+//! `POST /reload`, `GET /metrics` (metrics.rs), drain/enable/weight of a
+//! server (servers.rs) and the dashboard at `GET /` (dashboard.rs). With a
+//! token configured, every call needs `Authorization: Bearer <token>` but the
+//! dashboard page itself, which holds no data and sends the token it is given.
+
+mod dashboard;
+mod metrics;
+mod servers;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -8,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,7 +25,9 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::reload::Trigger;
+use crate::stats::{StatusClasses, LATENCY_BOUNDS};
 use crate::upstream::LazyNow;
+use servers::ServerCall;
 
 /// Serves the admin API until `stop` turns true.
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
@@ -53,6 +61,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
 }
 
 async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    // The dashboard page holds no data (a browser cannot send the header to
+    // open it); everything it shows comes from calls that need the token.
+    if request.method() == Method::GET && request.uri().path() == "/" {
+        return dashboard::page();
+    }
     let token = app
         .snapshots
         .load()
@@ -75,17 +88,69 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Byte
             Ok(generation) => json_response(StatusCode::OK, &json!({ "generation": generation })),
             Err(reload_error) => error(StatusCode::BAD_REQUEST, &reload_error.to_string()),
         },
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics::render(app))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
         (_, "/status") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET /status"),
         (_, "/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST /reload"),
-        (_, "/metrics" | "/") => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not available in this build yet",
-        ),
-        (_, path) if path.starts_with("/upstreams/") => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not available in this build yet",
-        ),
+        (_, "/metrics") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET /metrics"),
+        (_, "/") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET /"),
+        (_, path) if path.starts_with("/upstreams/") => server_call(app, request).await,
         _ => error(StatusCode::NOT_FOUND, "no such admin call"),
+    }
+}
+
+/// The largest request body the admin API reads (a weight is a few bytes).
+const MAX_ADMIN_BODY: usize = 1024;
+
+/// `POST .../drain`, `POST .../enable`, `PUT .../weight`.
+async fn server_call(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some((upstream, addr, call)) = servers::parse_path(request.uri().path()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "use /upstreams/NAME/servers/ADDR/drain, /enable or /weight",
+        );
+    };
+    let wanted = match call {
+        ServerCall::Drain | ServerCall::Enable => Method::POST,
+        ServerCall::Weight => Method::PUT,
+    };
+    if request.method() != wanted {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("use {wanted} for this call"),
+        );
+    }
+    let outcome = match call {
+        ServerCall::Drain => servers::set_draining(app, &upstream, &addr, true),
+        ServerCall::Enable => servers::set_draining(app, &upstream, &addr, false),
+        ServerCall::Weight => {
+            let body = match Limited::new(request.into_body(), MAX_ADMIN_BODY)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(_) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the body must be a weight: an integer",
+                    )
+                }
+            };
+            match servers::parse_weight(&body) {
+                Ok(weight) => servers::set_weight(app, &upstream, &addr, weight).await,
+                Err(refusal) => Err(refusal),
+            }
+        }
+    };
+    match outcome {
+        Ok(answer) => json_response(StatusCode::OK, &answer),
+        Err((status, message)) => error(status, &message),
     }
 }
 
@@ -110,15 +175,39 @@ pub fn status(app: &App) -> Value {
                             "duration_ms": check.duration.as_secs_f64() * 1000.0,
                         })
                     });
+                    let stats = &endpoint.stats;
+                    let durations = stats.durations.snapshot();
+                    let millis = |q: f64| durations.quantile(q).map(|s| s * 1000.0);
+                    let overridden_weight =
+                        (endpoint.weight != endpoint.configured_weight).then_some(endpoint.weight);
                     json!({
                         "addr": &*endpoint.addr,
                         "weight": endpoint.weight,
+                        "configured_weight": endpoint.configured_weight,
                         "healthy": health.is_up(),
                         "ejected": health.is_ejected(&mut LazyNow::default()),
-                        "draining": false,
-                        "in_flight": endpoint.stats.in_flight(),
-                        "requests": endpoint.stats.requests(),
-                        "failures": endpoint.stats.failures(),
+                        "draining": health.is_draining(),
+                        "overrides": {
+                            "weight": overridden_weight,
+                            "draining": health.is_draining(),
+                        },
+                        "in_flight": stats.in_flight(),
+                        "requests": stats.requests(),
+                        "failures": stats.failures(),
+                        "connect_errors": stats.connect_errors(),
+                        "timeouts": stats.timeouts(),
+                        "ejections": health.ejections_total(),
+                        "responses": StatusClasses::NAMES
+                            .iter()
+                            .zip(stats.responses.counts())
+                            .map(|(class, count)| (class.to_string(), json!(count)))
+                            .collect::<serde_json::Map<_, _>>(),
+                        "latency": {
+                            "count": durations.count(),
+                            "p50_ms": millis(0.5),
+                            "p99_ms": millis(0.99),
+                            "buckets": durations.buckets,
+                        },
                         "last_check": last_check,
                         "reason": health.reason_unavailable(),
                     })
@@ -169,6 +258,8 @@ pub fn status(app: &App) -> Value {
         },
         "listeners": listeners,
         "upstreams": upstreams,
+        // Upper bounds of `latency.buckets` (the last bucket is above them all).
+        "latency_bounds_ms": LATENCY_BOUNDS.iter().map(|s| s * 1000.0).collect::<Vec<_>>(),
     })
 }
 
@@ -178,7 +269,7 @@ fn rfc3339(time: std::time::SystemTime) -> String {
 
 /// Compares without stopping at the first difference, so response timing
 /// does not reveal how much of a guessed token was right.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
         && given
             .iter()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::tls::{CaBundle, CertStore};
 
-pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY};
+pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY, MAX_WEIGHT};
 
 /// A validated configuration with every default applied.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,7 @@ use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -164,14 +165,34 @@ pub struct Completion {
     pub in_flight: Option<InFlight>,
     pub access: Option<Box<AccessRecord>>,
     pub active: ActiveRequest,
+    /// When the request came: a server's duration histogram gets the time
+    /// to the end of its response.
+    started: Instant,
 }
 
 impl Completion {
-    pub fn new(active: ActiveRequest, access: Option<Box<AccessRecord>>) -> Completion {
+    pub fn new(
+        active: ActiveRequest,
+        access: Option<Box<AccessRecord>>,
+        started: Instant,
+    ) -> Completion {
         Completion {
             in_flight: None,
             access,
             active,
+            started,
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight
+                .endpoint()
+                .stats
+                .durations
+                .observe(self.started.elapsed());
         }
     }
 }

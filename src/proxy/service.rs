@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -65,6 +66,53 @@ struct Forwarded {
     in_flight: Option<InFlight>,
 }
 
+/// Where a request went and why: filled in as it is routed and balanced;
+/// read for the metrics, and for `X-Usherd-Decision` when asked.
+#[derive(Debug, Default)]
+struct Decision {
+    vhost: Option<usize>,
+    upstream: Option<usize>,
+    server: Option<usize>,
+    attempts: u32,
+}
+
+impl Decision {
+    /// `vhost=shop; upstream=api; strategy=weighted; server=127.0.0.1:9001; attempts=1`.
+    fn describe(&self, snapshot: &Snapshot) -> HeaderValue {
+        let vhost = self
+            .vhost
+            .map_or("-", |index| snapshot.config.vhosts[index].name.as_str());
+        let upstream = self.upstream.map(|index| &snapshot.upstreams[index]);
+        let server = upstream
+            .zip(self.server)
+            .map_or("-", |(upstream, index)| &*upstream.endpoints[index].addr);
+        let text = format!(
+            "vhost={vhost}; upstream={}; strategy={}; server={server}; attempts={}",
+            upstream.map_or("-", |u| &*u.name),
+            upstream.map_or("-", |u| u.strategy.name()),
+            self.attempts
+        );
+        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unprintable"))
+    }
+}
+
+/// The request header that asks for `X-Usherd-Decision`; its value must be
+/// the admin token. It never reaches a server.
+const DEBUG_HEADER: &str = "x-usherd-debug";
+
+/// True when the request asks for its decision with the right admin token.
+fn wants_decision(request: &Request<Incoming>, snapshot: &Snapshot) -> bool {
+    let Some(asked) = request.headers().get(DEBUG_HEADER) else {
+        return false;
+    };
+    let token = snapshot
+        .config
+        .admin
+        .as_ref()
+        .and_then(|admin| admin.token.as_deref());
+    token.is_some_and(|token| crate::admin::same_secret(asked.as_bytes(), token.as_bytes()))
+}
+
 /// Serves one client request. Never fails: errors become responses.
 pub async fn handle(
     snapshots: SharedSnapshot,
@@ -72,6 +120,7 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let active = conn.state.begin_request();
+    let started = Instant::now();
     let host = request_host(&request);
     let mut access = AccessRecord::start(
         conn.client.ip(),
@@ -82,23 +131,25 @@ pub async fn handle(
     let version = request.version();
     let snapshot = snapshots.load_full();
     if let Some(port) = snapshot.redirect_https(&conn.listener) {
-        let completion = Completion::new(active, access);
-        return Ok(
-            match host
-                .as_ref()
-                .and_then(|host| https_location(host, port, request.uri()))
-            {
-                Some(location) => redirect_response(location, completion),
-                None => error_response(
-                    ProxyError::BadRequest("a redirect to https needs a valid Host"),
-                    version,
-                    completion,
-                ),
-            },
-        );
+        let completion = Completion::new(active, access, started);
+        let location = host
+            .as_ref()
+            .and_then(|host| https_location(host, port, request.uri()));
+        let response = match location {
+            Some(location) => redirect_response(location, completion),
+            None => error_response(
+                ProxyError::BadRequest("a redirect to https needs a valid Host"),
+                version,
+                completion,
+            ),
+        };
+        snapshot.record_response(None, response.status().as_u16());
+        return Ok(response);
     }
-    let outcome = forward(&snapshot, &conn, request, host, &mut access).await;
-    let response = match outcome {
+    let debug = wants_decision(&request, &snapshot);
+    let mut decision = Decision::default();
+    let outcome = forward(&snapshot, &conn, request, host, &mut access, &mut decision).await;
+    let mut response = match outcome {
         Ok(Forwarded {
             response,
             in_flight,
@@ -109,12 +160,18 @@ pub async fn handle(
             if let Some(access) = access.as_mut() {
                 access.status = parts.status.as_u16();
             }
-            let mut completion = Completion::new(active, access);
+            let mut completion = Completion::new(active, access, started);
             completion.in_flight = in_flight;
             Response::from_parts(parts, ResponseBody::upstream(body, completion))
         }
-        Err(error) => error_response(error, version, Completion::new(active, access)),
+        Err(error) => error_response(error, version, Completion::new(active, access, started)),
     };
+    snapshot.record_response(decision.vhost, response.status().as_u16());
+    if debug {
+        response
+            .headers_mut()
+            .insert("x-usherd-decision", decision.describe(&snapshot));
+    }
     Ok(response)
 }
 
@@ -133,6 +190,7 @@ async fn forward(
     mut request: Request<Incoming>,
     host: Option<HeaderValue>,
     access: &mut Option<Box<AccessRecord>>,
+    decision: &mut Decision,
 ) -> Result<Forwarded, ProxyError> {
     if conn.state.smuggling_suspected() {
         return Err(ProxyError::BadRequest(
@@ -163,14 +221,19 @@ async fn forward(
         .lookup(&conn.listener, host_name, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let upstream = &snapshot.upstreams[matched.route.upstream];
+    decision.vhost = Some(matched.vhost.index);
+    decision.upstream = Some(matched.route.upstream);
     if let Some(access) = access.as_mut() {
+        access.vhost = Some(Arc::clone(&matched.vhost.name));
         access.upstream = Some(Arc::clone(&upstream.name));
+        access.strategy = upstream.strategy.name();
     }
 
     let upgrade = request.version() == Version::HTTP_11 && wants_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     remove_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.remove(DEBUG_HEADER);
     set_forwarded(
         &mut parts.headers,
         &conn.client_ip,
@@ -237,6 +300,8 @@ async fn forward(
             upstream_body,
         );
         let in_flight = InFlight::start(endpoint);
+        decision.server = Some(index);
+        decision.attempts = attempt as u32 + 1;
         if let Some(access) = access.as_mut() {
             access.server = Some(Arc::clone(&endpoint.addr));
             access.attempts = attempt as u32 + 1;
@@ -248,6 +313,7 @@ async fn forward(
         }
         match sent {
             Err(_elapsed) => {
+                endpoint.stats.record_timeout();
                 upstream.record_failure(index, "timed out before the response head");
                 tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, "upstream timed out before the response head");
                 return Err(ProxyError::Timeout);
@@ -259,6 +325,9 @@ async fn forward(
                 let why = error_chain(&error);
                 upstream.record_failure(index, &why);
                 let connect_failed = error.is_connect();
+                if connect_failed {
+                    endpoint.stats.record_connect_error();
+                }
                 let (kind, retryable) = if connect_failed {
                     (ProxyError::Connect, true)
                 } else {
@@ -289,6 +358,7 @@ async fn forward(
                 } else {
                     upstream.record_success(index);
                 }
+                endpoint.stats.responses.record(status.as_u16());
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
                         let upstream_upgrade = hyper::upgrade::on(&mut response);

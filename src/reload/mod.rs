@@ -163,9 +163,18 @@ impl App {
         let generation = previous.generation + 1;
         let changes = diff::describe(&previous.config, &config);
         let max_connections = config.global.max_connections;
+        // Admin weights last while their server stays in the config.
+        control.weight_overrides.retain(|upstream, weights| {
+            let Some(pool) = config.upstreams.iter().find(|u| u.name == *upstream) else {
+                return false;
+            };
+            weights.retain(|addr, _| pool.servers.iter().any(|s| s.addr == *addr));
+            !weights.is_empty()
+        });
+        let overrides = control.weight_overrides.clone();
         let config = Arc::new(config);
         let snapshot = tokio::task::spawn_blocking(move || {
-            Snapshot::build(config, generation, Some(&previous))
+            Snapshot::build(config, generation, Some(&previous), &overrides)
         })
         .await
         .expect("building a snapshot does not panic");

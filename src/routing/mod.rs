@@ -42,6 +42,8 @@ impl RouteEntry {
 #[derive(Debug)]
 pub struct VhostRoutes {
     pub name: Arc<str>,
+    /// Its position in the config, for the snapshot's per-vhost counters.
+    pub index: usize,
     routes: Vec<RouteEntry>,
 }
 
@@ -123,6 +125,7 @@ impl Router {
             routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
             compiled.push(VhostRoutes {
                 name: Arc::from(vhost.name.as_str()),
+                index: vhost_index,
                 routes,
             });
             for (listener_index, listener) in listener_names.iter().enumerate() {

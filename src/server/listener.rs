@@ -4,6 +4,7 @@
 //! comes (shutdown, or a reload that removes it) it stops accepting and its
 //! connections finish the requests they have, then close.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use super::conn::{ClientIo, ConnState};
 use crate::config::Global;
 use crate::proxy::{handle, ClientConn};
 use crate::snapshot::SharedSnapshot;
+use crate::stats::{ListenerStats, OpenConnection};
 use crate::tls;
 
 pub type HttpBuilder = auto::Builder<TokioExecutor>;
@@ -61,6 +63,7 @@ pub fn http_builder(global: &Global) -> HttpBuilder {
 #[derive(Clone)]
 pub struct ListenerContext {
     pub name: Arc<str>,
+    pub stats: Arc<ListenerStats>,
     pub snapshots: SharedSnapshot,
     pub connection_slots: Arc<Semaphore>,
     pub tracker: TaskTracker,
@@ -98,6 +101,7 @@ pub async fn serve_listener(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
+        let open = OpenConnection::new(&context.stats);
         let state = Arc::new(ConnState::default());
         let (http, timeouts, handshake_timeout) = {
             let snapshot = context.snapshots.load();
@@ -125,7 +129,7 @@ pub async fn serve_listener(
         let Some(handshake_timeout) = handshake_timeout else {
             let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
             context.tracker.spawn(async move {
-                let _permit = permit;
+                let _held = (permit, open);
                 serve_connection(&http, io, snapshots, client, shutdown).await;
             });
             continue;
@@ -138,16 +142,19 @@ pub async fn serve_listener(
                 ))
             })
             .clone();
+        let stats = Arc::clone(&context.stats);
         context.tracker.spawn(async move {
-            let _permit = permit;
+            let _held = (permit, open);
             let stream =
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
+                        stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(client = %peer, %error, "TLS handshake failed");
                         return;
                     }
                     Err(_elapsed) => {
+                        stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(client = %peer, "TLS handshake timed out");
                         return;
                     }

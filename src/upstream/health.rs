@@ -62,6 +62,10 @@ pub struct EndpointHealth {
     /// Ejections in a row, for the doubling of the ejection time.
     pub(super) ejections: AtomicU32,
     pub(super) ejection_reason: Mutex<Option<String>>,
+    /// Every ejection so far, for metrics.
+    pub(super) ejections_total: AtomicU64,
+    /// Drained by the admin API: no new requests, in-flight ones finish.
+    draining: AtomicBool,
 }
 
 impl Default for EndpointHealth {
@@ -76,15 +80,34 @@ impl Default for EndpointHealth {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             ejection_reason: Mutex::new(None),
+            ejections_total: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }
     }
 }
 
 impl EndpointHealth {
-    /// May take traffic: up by the checks and not ejected. The hot path.
+    /// May take traffic: up by the checks, not draining and not ejected.
+    /// The hot path.
     #[inline]
     pub fn is_available(&self, now: &mut LazyNow) -> bool {
-        self.up.load(Ordering::Relaxed) && !self.is_ejected(now)
+        self.up.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && !self.is_ejected(now)
+    }
+
+    /// Drained (true) or enabled again (false) by the admin API.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// How many times outlier detection has ejected the server.
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -107,6 +130,9 @@ impl EndpointHealth {
 
     /// Why the server takes no traffic, if it does not.
     pub fn reason_unavailable(&self) -> Option<String> {
+        if self.is_draining() {
+            return Some("draining (admin API)".into());
+        }
         if !self.is_up() {
             let detail = self.last_check().map_or_else(String::new, |c| c.detail);
             return Some(format!("failing health checks ({detail})"));

@@ -14,6 +14,8 @@ mod outlier;
 mod retry_budget;
 mod transport;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use tokio::sync::Notify;
 use crate::balance::{Balancer, Loads, PeakEwma};
 use crate::config::{self, HashKey, HealthCheck, Outlier, StrategyKind};
 use crate::proxy::UpstreamBody;
+use crate::stats::{LatencyHistogram, StatusClasses};
 
 pub use checks::spawn_checks;
 pub use health::{clock_ns, CheckReport, EndpointHealth, LazyNow};
@@ -33,6 +36,10 @@ pub use transport::{PoolSettings, ServerConnector, Transport};
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Weights set through the admin API: upstream name -> server address ->
+/// weight. They win over the config's while the server stays in it.
+pub type WeightOverrides = HashMap<String, HashMap<String, u32>>;
 
 /// The HTTP client of one server: its own pool of keep-alive connections.
 pub type UpstreamClient = Client<ServerConnector, UpstreamBody>;
@@ -66,8 +73,27 @@ pub struct Upstream {
 impl Upstream {
     /// Builds a pool; with `previous` (the pool of the same name before a
     /// reload), servers that stay keep their state.
-    pub fn build(config: &config::Upstream, previous: Option<&Upstream>) -> Upstream {
-        let balancer = Balancer::new(config.strategy, &config.servers, config.hash.as_ref());
+    /// Builds the pool of `config`; `previous` is the same upstream before a
+    /// reload; `overrides` are weights set through the admin API.
+    pub fn build(
+        config: &config::Upstream,
+        previous: Option<&Upstream>,
+        overrides: &WeightOverrides,
+    ) -> Upstream {
+        let servers: Cow<'_, [config::Server]> = match overrides.get(&config.name) {
+            None => Cow::Borrowed(&config.servers),
+            Some(weights) => Cow::Owned(
+                config
+                    .servers
+                    .iter()
+                    .map(|server| config::Server {
+                        addr: server.addr.clone(),
+                        weight: weights.get(&server.addr).copied().unwrap_or(server.weight),
+                    })
+                    .collect(),
+            ),
+        };
+        let balancer = Balancer::new(config.strategy, &servers, config.hash.as_ref());
         if let Some(previous) = previous {
             balancer.continue_from(&previous.balancer);
         }
@@ -89,13 +115,14 @@ impl Upstream {
             }
             _ => Arc::new(Transport::new(&config.name, &config.transport)),
         };
-        let endpoints = config
-            .servers
+        let endpoints = servers
             .iter()
-            .map(|server| {
+            .zip(&config.servers)
+            .map(|(server, configured)| {
                 let before = previous.and_then(|p| p.endpoint(&server.addr));
                 let endpoint = Endpoint::new(
                     server,
+                    configured.weight,
                     config.connect_timeout,
                     &transport,
                     before,
@@ -235,7 +262,10 @@ impl Loads for Upstream {
 pub struct Endpoint {
     /// `host:port` as written in the config.
     pub addr: Arc<str>,
+    /// The weight in force: the config's, or the admin API's override.
     pub weight: u32,
+    /// The weight the config gives.
+    pub configured_weight: u32,
     pub authority: Authority,
     pub stats: Arc<EndpointStats>,
     pub health: Arc<EndpointHealth>,
@@ -251,6 +281,7 @@ impl Endpoint {
     /// A server; `before` is the same server in the pool before a reload.
     fn new(
         server: &config::Server,
+        configured_weight: u32,
         connect_timeout: Duration,
         transport: &Arc<Transport>,
         before: Option<&Arc<Endpoint>>,
@@ -280,6 +311,7 @@ impl Endpoint {
         Endpoint {
             addr: Arc::from(server.addr.as_str()),
             weight: server.weight,
+            configured_weight,
             authority: server
                 .addr
                 .parse()
@@ -301,8 +333,14 @@ pub struct EndpointStats {
     in_flight: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
+    connect_errors: AtomicU64,
+    timeouts: AtomicU64,
     /// Response-head latency, for `peak_ewma`.
     pub latency: PeakEwma,
+    /// Final responses from this server, by status class.
+    pub responses: StatusClasses,
+    /// Whole request durations (to the end of the response body).
+    pub durations: LatencyHistogram,
 }
 
 impl EndpointStats {
@@ -316,6 +354,22 @@ impl EndpointStats {
 
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn connect_errors(&self) -> u64 {
+        self.connect_errors.load(Ordering::Relaxed)
+    }
+
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+    }
+
+    pub fn record_connect_error(&self) {
+        self.connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record_failure(&self) {

@@ -61,6 +61,7 @@ impl Upstream {
             return;
         }
         let previous = health.ejections.fetch_add(1, Ordering::Relaxed);
+        health.ejections_total.fetch_add(1, Ordering::Relaxed);
         let factor = 2u32.saturating_pow(previous).min(MAX_EJECTION_FACTOR);
         let duration: Duration = outlier.ejection_time * factor;
         health.consecutive_failures.store(0, Ordering::Relaxed);
