@@ -162,6 +162,9 @@ impl App {
         let previous = self.snapshots.load_full();
         let generation = previous.generation + 1;
         let changes = diff::describe(&previous.config, &config);
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let max_connections = config.global.max_connections;
         // Admin weights last while their server stays in the config.
         control.weight_overrides.retain(|upstream, weights| {
