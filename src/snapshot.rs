@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ListenerTls};
 use crate::routing::Router;
-use crate::server::{http_builder, ConnTimeouts, HttpBuilder};
+use crate::server::{ConnTimeouts, ServerBuilders};
 use crate::stats::StatusClasses;
 use crate::tls::CertStore;
 use crate::upstream::{Upstream, WeightOverrides};
@@ -25,7 +25,7 @@ pub struct Snapshot {
     /// In config order; routes refer to them by index.
     pub upstreams: Vec<Arc<Upstream>>,
     /// hyper's settings for new client connections (limits from `[global]`).
-    pub http: Arc<HttpBuilder>,
+    pub http: Arc<ServerBuilders>,
     pub timeouts: ConnTimeouts,
     /// True when some listener has `redirect_https`, so requests on the
     /// others need not look.
@@ -83,7 +83,7 @@ impl Snapshot {
             generation,
             router,
             upstreams,
-            http: Arc::new(http_builder(&config.global)),
+            http: Arc::new(ServerBuilders::new(&config.global)),
             timeouts: ConnTimeouts {
                 header_read: config.global.header_read_timeout,
                 idle: config.global.idle_timeout,

@@ -386,6 +386,112 @@ async fn idle_keep_alive_connections_close_at_idle_timeout_not_header_timeout() 
     proxy.shutdown().await;
 }
 
+#[tokio::test]
+async fn every_idle_connection_closes_at_idle_timeout_whatever_the_response() {
+    // Quick 502s (no server listening) once left some connections without
+    // an armed idle limit: hyper does not read again after such a response.
+    let dead = closed_port().await;
+    let proxy = start_proxy(&one_pool(
+        &[dead.to_string()],
+        "retries = 0",
+        "idle_timeout = \"500ms\"",
+    ))
+    .await;
+    let addr = proxy.listeners()[0].addr;
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        clients.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            let mut all = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all)).await;
+            (read.is_ok(), String::from_utf8_lossy(&all).to_string())
+        }));
+    }
+    for client in clients {
+        let (closed, answer) = client.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(closed, "an idle connection outlived idle_timeout");
+    }
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn parked_idle_connections_take_up_any_next_request_and_shut_down_promptly() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    let request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_one_response(&mut stream).await;
+    // Idle well past the parking delay (100 ms), then a request sent a few
+    // bytes at a time: the parked connection is taken up again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for piece in request.chunks(5) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    read_one_response(&mut stream).await;
+    // Parked again, then two pipelined requests in one write.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stream
+        .write_all(&[&request[..], &request[..]].concat())
+        .await
+        .unwrap();
+    let mut data = Vec::new();
+    while complete_responses(&data) < 2 {
+        let mut buffer = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("both pipelined responses in time")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        data.extend_from_slice(&buffer[..n]);
+    }
+    assert_eq!(upstream.requests(), 4);
+    // A parked connection does not hold up shutdown.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    assert!(proxy.shutdown().await, "nothing was in flight");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed at shutdown: {read:?}");
+}
+
+/// How many whole 200 responses with a Content-Length body `data` holds.
+fn complete_responses(data: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(data);
+    let mut rest = &text[..];
+    let mut count = 0;
+    while let Some(head_end) = rest.find("\r\n\r\n") {
+        assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+        let length: usize = rest[..head_end]
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        if rest.len() < head_end + 4 + length {
+            break;
+        }
+        count += 1;
+        rest = &rest[head_end + 4 + length..];
+    }
+    count
+}
+
 /// Reads one response with a Content-Length body from a keep-alive connection.
 async fn read_one_response(stream: &mut TcpStream) -> String {
     let mut data = Vec::new();

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -34,6 +36,9 @@ pub struct ConnState {
     active: AtomicU32,
     completed: AtomicU64,
     smuggling: AtomicBool,
+    /// An HTTP/1 connection idle for `PARK_AFTER_IDLE`: its hyper state
+    /// (buffers and all) should be dropped and the socket kept alone.
+    parking: AtomicBool,
 }
 
 impl ConnState {
@@ -47,6 +52,11 @@ impl ConnState {
     /// Content-Length and Transfer-Encoding.
     pub fn smuggling_suspected(&self) -> bool {
         self.smuggling.load(Ordering::Acquire)
+    }
+
+    /// True while the connection asks to be parked (see `ClientIo`).
+    pub fn park_requested(&self) -> bool {
+        self.parking.load(Ordering::Acquire)
     }
 }
 
@@ -78,11 +88,37 @@ enum Phase {
     Busy,
 }
 
+/// What a client speaks, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub enum Protocol {
     Unknown,
     Http1,
     Http2,
+}
+
+/// How long an HTTP/1 connection stays idle before it is parked: hyper's
+/// connection state (two 8 KiB buffers and the rest) is dropped and only the
+/// socket is kept until the client sends again, when a new one is made. Long
+/// enough that busy keep-alive clients never pay for it.
+pub const PARK_AFTER_IDLE: Duration = Duration::from_millis(100);
+
+/// A socket whose readiness to read can be awaited without reading.
+pub trait WaitReadable {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl WaitReadable for TcpStream {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.readable()
+    }
+}
+
+impl WaitReadable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        // hyper read until the TLS layer had no plaintext left, so new input
+        // must come through the socket.
+        self.get_ref().0.readable()
+    }
 }
 
 /// The client's socket, with the connection's time limits applied to reads.
@@ -94,8 +130,12 @@ pub struct ClientIo<T> {
     phase: Phase,
     completed_seen: u64,
     deadline: Pin<Box<Sleep>>,
+    /// While idle with `deadline` set to park: when the idle limit ends.
+    idle_until: Option<Instant>,
     protocol: Protocol,
     scanner: HeadScanner,
+    /// Bytes already read (and seen) that the next reader gets first.
+    unread: Bytes,
 }
 
 impl<T> ClientIo<T> {
@@ -107,15 +147,63 @@ impl<T> ClientIo<T> {
             phase: Phase::Head,
             completed_seen: 0,
             deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
+            idle_until: None,
             protocol: Protocol::Unknown,
             scanner: HeadScanner::default(),
+            unread: Bytes::new(),
         }
+    }
+
+    /// The state shared with the requests of this connection.
+    pub fn state(&self) -> Arc<ConnState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Gives back bytes already read, for the next reader.
+    pub fn unread(&mut self, bytes: Bytes) {
+        debug_assert!(self.unread.is_empty());
+        self.unread = bytes;
+    }
+
+    /// The connection was parked and is taken up again: the rest of the idle
+    /// limit applies until the client sends.
+    pub fn resume_after_park(&mut self) {
+        if let Some(until) = self.idle_until.take() {
+            self.deadline.as_mut().reset(until);
+        }
+        self.state.parking.store(false, Ordering::Release);
+    }
+
+    /// While parked: true when the client sent something (or closed), false
+    /// when the idle limit ended first.
+    pub async fn wait_while_parked(&self) -> bool
+    where
+        T: WaitReadable,
+    {
+        let Some(until) = self.idle_until else {
+            return true;
+        };
+        if !self.unread.is_empty() {
+            return true;
+        }
+        tokio::time::timeout_at(until, self.inner.wait_readable())
+            .await
+            .is_ok()
     }
 
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
+        self.idle_until = None;
         let limit = match phase {
             Phase::Head => self.timeouts.header_read,
+            Phase::Idle
+                if self.protocol == Protocol::Http1 && PARK_AFTER_IDLE < self.timeouts.idle =>
+            {
+                let now = Instant::now();
+                self.idle_until = Some(now + self.timeouts.idle);
+                self.deadline.as_mut().reset(now + PARK_AFTER_IDLE);
+                return;
+            }
             Phase::Idle => self.timeouts.idle,
             Phase::Busy => return,
         };
@@ -123,6 +211,18 @@ impl<T> ClientIo<T> {
         if phase == Phase::Head {
             self.scanner = HeadScanner::default();
         }
+    }
+
+    /// Enters the idle phase once the requests so far have completed; true
+    /// when it did now.
+    fn note_idle(&mut self) -> bool {
+        let completed = self.state.completed.load(Ordering::Acquire);
+        if self.phase == Phase::Busy || completed != self.completed_seen {
+            self.completed_seen = completed;
+            self.enter(Phase::Idle);
+            return true;
+        }
+        false
     }
 
     fn on_bytes(&mut self, bytes: &[u8]) {
@@ -148,6 +248,20 @@ impl<T> ClientIo<T> {
     }
 }
 
+impl<T: AsyncRead + Unpin> ClientIo<T> {
+    /// Reads the first bytes, which tell HTTP/1 from HTTP/2 (its preface),
+    /// and gives them back for the server to read. `Unknown` when the client
+    /// closed or ran out of time first.
+    pub async fn sniff_protocol(&mut self) -> io::Result<Protocol> {
+        // On the heap: a parked connection's task should not carry it.
+        let mut first = vec![0u8; 512];
+        let read = self.read(&mut first).await?;
+        first.truncate(read);
+        self.unread = Bytes::from(first);
+        Ok(self.protocol)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -159,10 +273,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             this.phase = Phase::Busy;
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
-        let completed = this.state.completed.load(Ordering::Acquire);
-        if this.phase == Phase::Busy || completed != this.completed_seen {
-            this.completed_seen = completed;
-            this.enter(Phase::Idle);
+        this.note_idle();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            if this.unread.is_empty() {
+                // An empty slice would still hold its whole allocation.
+                this.unread = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -174,6 +293,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             }
             Poll::Pending => {
                 if this.deadline.as_mut().poll(cx).is_ready() {
+                    if this.phase == Phase::Idle && this.idle_until.is_some() {
+                        // Idle long enough to park; the serving loop sees it
+                        // as soon as hyper returns.
+                        this.state.parking.store(true, Ordering::Release);
+                        return Poll::Pending;
+                    }
                     tracing::debug!(phase = ?this.phase, "closing a client connection past its time limit");
                     // End of stream: hyper closes the connection quietly.
                     return Poll::Ready(Ok(()));
@@ -207,10 +332,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        // The last response may be out: hyper need not read again before the
+        // client sends (its last read may have been while busy), so the idle
+        // limit is armed here, with this task's waker.
+        if flushed.is_ready() && this.state.active.load(Ordering::Acquire) == 0 && this.note_idle()
+        {
+            let _ = this.deadline.as_mut().poll(cx);
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.park_requested() {
+            // hyper ends the parked connection's state, not the socket.
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -8,56 +8,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ClientIo, ConnState};
-use crate::config::Global;
-use crate::proxy::{handle, ClientConn};
+use super::serve::serve_connection;
+use crate::proxy::ClientConn;
 use crate::snapshot::SharedSnapshot;
 use crate::stats::{ListenerStats, OpenConnection};
 use crate::tls;
-
-pub type HttpBuilder = auto::Builder<TokioExecutor>;
-
-/// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
-pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
-
-/// Streams a client may reset before they are served, at once.
-const HTTP2_MAX_PENDING_RESETS: usize = 20;
-
-/// Streams reset for a client's protocol errors before the connection goes.
-const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 256;
-
-/// hyper's HTTP/1 and HTTP/2 server settings from `[global]`.
-pub fn http_builder(global: &Global) -> HttpBuilder {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    let header_limit = global.max_request_header_size;
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // `ClientIo` enforces header_read_timeout and idle_timeout itself.
-        .header_read_timeout(None)
-        // A request head must fit in hyper's read buffer, else 431.
-        .max_buf_size(header_limit)
-        .http2()
-        .timer(TokioTimer::new())
-        // Also bounds CONTINUATION frames: h2 stops reading a header block
-        // beyond it (the 2024 CONTINUATION flood).
-        .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX))
-        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-        // Rapid reset (CVE-2023-44487): a client that opens and cancels
-        // streams faster than they are served gets GOAWAY.
-        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
-        // A client whose streams keep failing by its own fault gets GOAWAY.
-        .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS);
-    builder
-}
 
 /// What every connection of a listener shares.
 #[derive(Clone)]
@@ -127,7 +88,7 @@ pub async fn serve_listener(
         let snapshots = Arc::clone(&context.snapshots);
         let shutdown = shutdown.clone();
         let Some(handshake_timeout) = handshake_timeout else {
-            let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
+            let io = ClientIo::new(stream, state, timeouts);
             context.tracker.spawn(async move {
                 let _held = (permit, open);
                 serve_connection(&http, io, snapshots, client, shutdown).await;
@@ -159,37 +120,9 @@ pub async fn serve_listener(
                         return;
                     }
                 };
-            let io = TokioIo::new(ClientIo::new(stream, state, timeouts));
+            let io = ClientIo::new(stream, state, timeouts);
             serve_connection(&http, io, snapshots, client, shutdown).await;
         });
-    }
-}
-
-/// Serves HTTP on one accepted (and, on TLS listeners, decrypted) connection
-/// until it closes; on shutdown, it finishes the requests it has and closes.
-async fn serve_connection<I>(
-    http: &HttpBuilder,
-    io: I,
-    snapshots: SharedSnapshot,
-    client: Arc<ClientConn>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let peer = client.client;
-    let service =
-        service_fn(move |request| handle(Arc::clone(&snapshots), Arc::clone(&client), request));
-    let connection = http.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = stopped(&mut shutdown) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(client = %peer, %error, "client connection ended with an error");
     }
 }
 

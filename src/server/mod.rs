@@ -4,7 +4,9 @@
 mod conn;
 mod listener;
 mod listener_set;
+mod serve;
 
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
-pub use listener::{http_builder, serve_listener, stopped, HttpBuilder, ListenerContext};
+pub use listener::{serve_listener, stopped, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
+pub use serve::{ServerBuilders, HTTP2_MAX_CONCURRENT_STREAMS};
