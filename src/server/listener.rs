@@ -1,8 +1,8 @@
 //! The accept loop of one listener: a connection slot from `max_connections`,
-//! then HTTP/1.1 or h2c (by preface) served by hyper with the proxy service,
-//! with the settings of the snapshot current at accept. When its stop signal
-//! comes (shutdown, or a reload that removes it) it stops accepting and its
-//! connections finish the requests they have, then close.
+//! the TLS handshake on TLS listeners, then the connection is served
+//! (serve.rs) with the settings of the snapshot current at accept. When its
+//! stop signal comes (shutdown, or a reload that removes it) it stops
+//! accepting and its connections finish the requests they have, then close.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
-//! Client-facing servers: listeners that accept connections and serve HTTP/1.1
-//! and h2c on them, per-connection limits, and graceful shutdown.
+//! Client-facing servers: listeners that accept connections (TLS handshakes
+//! included) and serve HTTP/1.1 and HTTP/2 on them, per-connection limits,
+//! parking of idle connections, and graceful shutdown.
 
 mod conn;
 mod listener;
@@ -9,4 +10,4 @@ mod serve;
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
 pub use listener::{serve_listener, stopped, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
-pub use serve::{ServerBuilders, HTTP2_MAX_CONCURRENT_STREAMS};
+pub use serve::ServerBuilders;

@@ -27,7 +27,7 @@ use crate::proxy::{handle, ClientConn};
 use crate::snapshot::SharedSnapshot;
 
 /// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
-pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// Streams a client may reset before they are served, at once.
 const HTTP2_MAX_PENDING_RESETS: usize = 20;

@@ -13,7 +13,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-pub use certs::{load_cert, CertError, CertStore, CertWarnings, LoadedCert};
+pub use certs::{load_cert, CertError, CertStore, LoadedCert};
 pub use client::{client_config, load_ca_file, CaBundle, Verify};
 
 use crate::snapshot::SharedSnapshot;
