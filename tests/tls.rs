@@ -664,7 +664,7 @@ async fn a_client_that_never_completes_the_handshake_is_dropped() {
     let toml = tls_config(&[cert], &[upstream.addr.to_string()], "").replace(
         "tls = { certs",
         "tls = { handshake_timeout = \"300ms\", certs",
-    );
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     let proxy = start(&toml).await;
     let mut silent = TcpStream::connect(proxy.listener_addr("secure").unwrap())
         .await
@@ -682,6 +682,20 @@ async fn a_client_that_never_completes_the_handshake_is_dropped() {
         started.elapsed() >= Duration::from_millis(250),
         "{:?}",
         started.elapsed()
+    );
+    let metrics = support::get(
+        &format!("http://{}/metrics", proxy.admin_addr().unwrap()),
+        None,
+    )
+    .await
+    .text();
+    assert!(
+        metrics.contains("usherd_tls_handshake_failures_total{listener=\"secure\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("usherd_connections_open{listener=\"secure\"} 0"),
+        "the dropped connection is no longer open: {metrics}"
     );
     proxy.shutdown().await;
 }
