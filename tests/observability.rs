@@ -13,7 +13,9 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
 
-use support::{backend, client, echo_backend, full, get, send, start_proxy, url, Reply, TestBody};
+use support::{
+    backend, client, echo_backend, full, get, send, start_proxy, url, Backend, Reply, TestBody,
+};
 
 const TOKEN: &str = "s3cret";
 
@@ -39,6 +41,19 @@ servers = [{}]
 "#,
         servers.join(", ")
     )
+}
+
+/// Echo backends `a` and `b` behind a proxy with `strategy`.
+async fn two_echo_servers(strategy: &str) -> (Backend, Backend, usherd::Proxy) {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let proxy = start_proxy(&config(
+        &[a.addr.to_string(), b.addr.to_string()],
+        strategy,
+        "",
+    ))
+    .await;
+    (a, b, proxy)
 }
 
 fn empty() -> TestBody {
@@ -87,14 +102,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 
 #[tokio::test]
 async fn metrics_count_the_traffic_and_parse() {
-    let a = echo_backend("a").await;
-    let b = echo_backend("b").await;
-    let proxy = start_proxy(&config(
-        &[a.addr.to_string(), b.addr.to_string()],
-        "round_robin",
-        "",
-    ))
-    .await;
+    let (a, b, proxy) = two_echo_servers("round_robin").await;
     for _ in 0..10 {
         assert_eq!(shop(&proxy).await.status, 200);
     }
@@ -488,14 +496,7 @@ fn chromium(url: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_every_server_and_a_drain_in_a_real_browser() {
-    let a = echo_backend("a").await;
-    let b = echo_backend("b").await;
-    let proxy = start_proxy(&config(
-        &[a.addr.to_string(), b.addr.to_string()],
-        "weighted",
-        "",
-    ))
-    .await;
+    let (a, b, proxy) = two_echo_servers("weighted").await;
     let sent = Arc::new(AtomicUsize::new(0));
     let traffic_url = url(&proxy, "/");
     let counter = Arc::clone(&sent);
