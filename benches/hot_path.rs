@@ -1,13 +1,15 @@
-//! The per-request work that is usherd's own: `router.lookup` and
-//! `balancer.pick`. Run with `cargo bench --bench hot_path`; numbers go in
+//! The per-request work that is usherd's own: `router.lookup`,
+//! `balancer.pick` and the header rules. Run with `cargo bench --bench hot_path`; numbers go in
 //! docs/benchmarks.md.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use http::{HeaderMap, HeaderValue};
 
 use usherd::balance::{key_hash, Balancer, Loads};
 use usherd::config::{HashKey, HashSettings, HostPattern, Route, Server, StrategyKind, Vhost};
+use usherd::proxy::headers::remove_hop_by_hop;
 use usherd::routing::Router;
 
 const STRATEGIES: [StrategyKind; 7] = [
@@ -176,5 +178,57 @@ fn upstream_pick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup_and_pick, pick, upstream_pick);
+/// A header map as hyper hands it over, from `(name, value)` pairs.
+fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        headers.append(*name, HeaderValue::from_static(value));
+    }
+    headers
+}
+
+/// `remove_hop_by_hop` runs on every request and every response.
+fn hop_by_hop(c: &mut Criterion) {
+    let cases = [
+        ("wrk request", header_map(&[("host", "shop.example.com")])),
+        (
+            "browser request",
+            header_map(&[
+                ("host", "shop.example.com"),
+                ("user-agent", "Mozilla/5.0 (X11; Linux x86_64)"),
+                ("accept", "text/html,application/xhtml+xml"),
+                ("accept-encoding", "gzip, deflate, br"),
+                ("accept-language", "en-GB,en;q=0.9"),
+                ("connection", "keep-alive"),
+                ("cookie", "session=0123456789abcdef"),
+            ]),
+        ),
+        (
+            "nginx response",
+            header_map(&[
+                ("server", "nginx/1.22.1"),
+                ("date", "Wed, 25 Nov 2026 12:00:00 GMT"),
+                ("content-type", "text/plain"),
+                ("content-length", "3"),
+                ("connection", "keep-alive"),
+            ]),
+        ),
+    ];
+    let mut group = c.benchmark_group("remove_hop_by_hop");
+    for (name, headers) in &cases {
+        group.bench_function(*name, |b| {
+            b.iter_batched(
+                || headers.clone(),
+                |mut headers| {
+                    remove_hop_by_hop(&mut headers, false);
+                    headers
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, lookup_and_pick, pick, upstream_pick, hop_by_hop);
 criterion_main!(benches);

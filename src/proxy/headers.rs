@@ -17,36 +17,74 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// exactly `trailers`, which gRPC needs end to end), `Trailer`,
 /// `Transfer-Encoding` and `Upgrade`. With `upgrade` set (an HTTP/1.1 upgrade
 /// being tunnelled), `Upgrade` and `Connection: upgrade` are kept instead.
+///
+/// Runs on every request and response: one pass over the names decides
+/// whether there is anything to remove (most messages carry no hop-by-hop
+/// header but `Connection`), and the names `Connection` lists are removed by
+/// `&str`, without making a `HeaderName` of each.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .filter(|name| !(upgrade && *name == header::UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
+    let (mut connection, mut others) = (false, false);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name) {
+            others = true;
         }
-        headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::TRAILER);
-    headers.remove(header::TRANSFER_ENCODING);
-    let te_is_trailers = headers
-        .get(header::TE)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_is_trailers {
-        headers.remove(header::TE);
+    if connection {
+        remove_connection_and_named(headers, upgrade);
+    }
+    if others {
+        headers.remove(&KEEP_ALIVE);
+        headers.remove(&PROXY_CONNECTION);
+        headers.remove(header::TRAILER);
+        headers.remove(header::TRANSFER_ENCODING);
+        let te_is_trailers = headers
+            .get(header::TE)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !te_is_trailers {
+            headers.remove(header::TE);
+        }
+        if !upgrade {
+            headers.remove(header::UPGRADE);
+        }
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
+}
+
+/// Removes `Connection` and the headers it names (but `Upgrade` when
+/// `upgrade`).
+fn remove_connection_and_named(headers: &mut HeaderMap, upgrade: bool) {
+    // `remove` returns the first value only; further `Connection` lines are rare.
+    let more: Vec<HeaderValue> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .skip(1)
+        .cloned()
+        .collect();
+    let first = headers.remove(header::CONNECTION);
+    for value in first.iter().chain(&more) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for token in value.split(',').map(str::trim) {
+            if !(upgrade && token.eq_ignore_ascii_case("upgrade")) {
+                headers.remove(token);
+            }
+        }
+    }
+}
+
+/// The hop-by-hop headers but `Connection`.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// True when an HTTP/1.1 request asks to switch protocols (`Connection:
@@ -148,6 +186,28 @@ mod tests {
         remove_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn every_connection_line_is_honoured_and_bad_tokens_are_skipped() {
+        let mut headers = map(&[
+            ("connection", "x-one,, bad name ,"),
+            ("connection", "X-Two"),
+            ("x-one", "1"),
+            ("x-two", "2"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let mut headers = map(&[("host", "shop"), ("x-kept", "yes"), ("accept", "*/*")]);
+        let before = headers.clone();
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers, before);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod access_log;
 mod body;
-mod headers;
+pub mod headers;
 mod redirect;
 mod request_key;
 mod service;
