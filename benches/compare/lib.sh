@@ -15,6 +15,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 hz=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 cpu0_busy() { awk '/^cpu0 / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 status_kib() { awk -v f="$2" '$1 == f {print $2}' "/proc/$1/status"; }
 us() { # wrk latency like 1.23ms / 456.00us / 1.2s -> microseconds

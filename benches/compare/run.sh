@@ -12,7 +12,8 @@
 #
 # Per proxy, medians over interleaved repetitions (A B C A B C ...): req/s, p50
 # and p99 (wrk, 64 connections), CPU microseconds per request (utime + stime of
-# the proxy from /proc, divided by requests), peak RSS, p99 at a fixed rate
+# the proxy from /proc, divided by requests; and of it the user-space part,
+# utime alone: the kernel's part is the sockets' work), peak RSS, p99 at a fixed rate
 # below saturation (wrk with a 1 ms delay per request), HTTP/2 (h2load -c 64
 # -m 10), 1 MiB responses (MB/s); once per proxy, RSS growth per idle
 # keep-alive connection with 5,000 of them open. A repetition is flagged noisy
@@ -141,16 +142,17 @@ LUA
 
 measure() { # proxy
   local proxy=$1 p=${pid[$1]} url="http://127.0.0.1:${port[$1]}/"
-  local before busy_before after busy_after out requests
+  local before busy_before after busy_after out requests user_before user_after
   taskset -c 1 wrk -t1 -c64 -d1s "$url" >/dev/null   # warm the upstream connections
-  before=$(cpu_ticks "$p"); busy_before=$(cpu0_busy)
+  before=$(cpu_ticks "$p"); user_before=$(user_ticks "$p"); busy_before=$(cpu0_busy)
   out=$(taskset -c 1 wrk -t1 -c64 -d"${duration}s" --latency "$url")
-  after=$(cpu_ticks "$p"); busy_after=$(cpu0_busy)
+  after=$(cpu_ticks "$p"); user_after=$(user_ticks "$p"); busy_after=$(cpu0_busy)
   requests=$(awk '/requests in/ {print $1}' <<<"$out")
   echo "$proxy rps $(awk '/Requests\/sec/ {print $2}' <<<"$out")" >> "$results"
   echo "$proxy p50_us $(us "$(awk '$1 == "50%" {print $2}' <<<"$out")")" >> "$results"
   echo "$proxy p99_us $(us "$(awk '$1 == "99%" {print $2}' <<<"$out")")" >> "$results"
   echo "$proxy cpu_us $(cpu_us_per_request "$before" "$after" "$requests")" >> "$results"
+  echo "$proxy user_us $(cpu_us_per_request "$user_before" "$user_after" "$requests")" >> "$results"
   echo "$proxy rss_kib $(status_kib "$p" VmHWM:)" >> "$results"
   echo "$proxy noise $(python3 -c "print(int(($busy_after-$busy_before)-($after-$before) > 0.1*$duration*$hz))")" >> "$results"
   if [ "$quick" = 0 ]; then

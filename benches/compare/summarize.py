@@ -25,6 +25,7 @@ metrics = [
     ("p50_us", "p50 us", "{:.0f}"),
     ("p99_us", "p99 us", "{:.0f}"),
     ("cpu_us", "CPU us/req", "{:.2f}"),
+    ("user_us", "of it user", "{:.2f}"),
     ("rss_kib", "peak RSS KiB", "{:.0f}"),
     ("idle_kib", "KiB/idle conn", "{:.2f}"),
     ("fixed_p99_us", "p99 us @fixed", "{:.0f}"),
