@@ -14,6 +14,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod http1;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -2,6 +2,7 @@
 //! byte of its response.
 
 mod access_log;
+mod attempts;
 mod body;
 pub mod headers;
 mod redirect;

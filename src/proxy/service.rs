@@ -17,6 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::access_log::AccessRecord;
+use super::attempts::{Attempts, Outcome, Verdict};
 use super::body::{BodySlot, BodyTooLarge, Completion, LimitedBody, ResponseBody, UpstreamBody};
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded, wants_upgrade};
 use super::redirect::https_location;
@@ -25,9 +26,6 @@ use crate::error::ProxyError;
 use crate::server::ConnState;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::{Endpoint, InFlight, Transport};
-
-/// The most attempts a request can make (`retries` is at most 10).
-const MAX_ATTEMPTS: usize = 11;
 
 /// What the proxy knows of the client connection a request came on.
 #[derive(Debug)]
@@ -262,32 +260,17 @@ async fn forward(
     let key = upstream
         .hash_key
         .as_ref()
-        .and_then(|key| request_key(key, conn.client.ip(), &parts.uri, &parts.headers));
+        .and_then(|key| request_key(key, conn.client.ip(), parts.uri.path(), &parts.headers));
     let retry_on_response = is_idempotent(&parts.method) && body.is_end_stream();
     let mut body = RequestBody::new(body, global.max_request_body, upstream.retries > 0);
-    let attempts = upstream.retries as usize + 1;
-    let mut tried = [usize::MAX; MAX_ATTEMPTS];
-    let mut last_error = ProxyError::NoServer;
-    upstream.retry_budget.deposit();
-    for attempt in 0..attempts {
-        let Some(index) = upstream.pick_or_wait(key, &tried[..attempt]).await else {
-            break;
-        };
-        tried[attempt] = index;
+    let mut attempts = Attempts::new(upstream, key, retry_on_response);
+    while let Some(index) = attempts.next_server().await {
         let endpoint = &upstream.endpoints[index];
         let Some(upstream_body) = body.next() else {
             break;
         };
-        // Another try is possible: attempts left, a server left, and, when the
-        // failed attempt reached the server, budget left. A connection that
-        // failed put no load on any server, so its retry is free.
-        let may_retry = |tried: &[usize], reached_server: bool| {
-            attempt + 1 < attempts
-                && upstream.any_available(tried)
-                && (!reached_server || upstream.retry_budget.try_withdraw())
-        };
         // Only an attempt that may be followed by another needs a copy of the head.
-        let headers = if attempt + 1 == attempts {
+        let headers = if attempts.is_last() {
             std::mem::take(&mut parts.headers)
         } else {
             parts.headers.clone()
@@ -302,65 +285,37 @@ async fn forward(
         );
         let in_flight = InFlight::start(endpoint);
         decision.server = Some(index);
-        decision.attempts = attempt as u32 + 1;
+        decision.attempts = attempts.made();
         if let Some(access) = access.as_mut() {
             access.server = Some(Arc::clone(&endpoint.addr));
-            access.attempts = attempt as u32 + 1;
+            access.attempts = attempts.made();
         }
         let sent_at = upstream.tracks_latency().then(std::time::Instant::now);
         let sent = tokio::time::timeout(upstream.timeout, endpoint.client.request(request)).await;
         if let (Some(sent_at), Ok(Ok(_))) = (sent_at, &sent) {
             upstream.observe_latency(index, sent_at.elapsed());
         }
-        match sent {
-            Err(_elapsed) => {
-                endpoint.stats.record_timeout();
-                upstream.record_failure(index, "timed out before the response head");
-                tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, "upstream timed out before the response head");
-                return Err(ProxyError::Timeout);
-            }
+        let verdict = match &sent {
+            Err(_elapsed) => attempts.judge(index, Outcome::TimedOut),
+            Ok(Err(error)) if is_body_too_large(error) => return Err(ProxyError::BodyTooLarge),
             Ok(Err(error)) => {
-                if is_body_too_large(&error) {
-                    return Err(ProxyError::BodyTooLarge);
-                }
-                let why = error_chain(&error);
-                upstream.record_failure(index, &why);
-                let connect_failed = error.is_connect();
-                if connect_failed {
-                    endpoint.stats.record_connect_error();
-                }
-                let (kind, retryable) = if connect_failed {
-                    (ProxyError::Connect, true)
-                } else {
-                    (ProxyError::BadGateway, retry_on_response)
-                };
-                tracing::warn!(upstream = %upstream.name, server = %endpoint.addr, attempt = attempt + 1, error = %why, "upstream request failed");
-                last_error = kind;
-                if !(retryable && may_retry(&tried[..=attempt], !connect_failed)) {
-                    break;
-                }
+                let why = error_chain(error);
+                attempts.judge(
+                    index,
+                    if error.is_connect() {
+                        Outcome::ConnectFailed(&why)
+                    } else {
+                        Outcome::Failed(&why)
+                    },
+                )
             }
-            Ok(Ok(mut response)) => {
-                let status = response.status();
-                if matches!(
-                    status,
-                    StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
-                ) {
-                    upstream.record_failure(index, status.as_str());
-                    if status != StatusCode::GATEWAY_TIMEOUT
-                        && retry_on_response
-                        && may_retry(&tried[..=attempt], true)
-                    {
-                        tracing::info!(upstream = %upstream.name, server = %endpoint.addr, status = status.as_u16(), "retrying on another server");
-                        continue;
-                    }
-                } else {
-                    upstream.record_success(index);
-                }
-                endpoint.stats.responses.record(status.as_u16());
-                if status == StatusCode::SWITCHING_PROTOCOLS {
+            Ok(Ok(response)) => attempts.judge(index, Outcome::Responded(response.status())),
+        };
+        match (verdict, sent) {
+            (Verdict::Retry, _) => continue,
+            (Verdict::Stop(error), _) => return Err(error),
+            (Verdict::Deliver, Ok(Ok(mut response))) => {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
                         let upstream_upgrade = hyper::upgrade::on(&mut response);
                         tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
@@ -375,9 +330,10 @@ async fn forward(
                     in_flight: Some(in_flight),
                 });
             }
+            (Verdict::Deliver, _) => unreachable!("only a response is delivered"),
         }
     }
-    Err(last_error)
+    Err(attempts.error())
 }
 
 /// The request for one attempt: the client's head, addressed to the server.
