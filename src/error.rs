@@ -17,10 +17,14 @@ pub enum ProxyError {
     Timeout,
     #[error("request body too large")]
     BodyTooLarge,
+    #[error("request header fields too large")]
+    HeadTooLarge,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("the request body did not arrive in time")]
+    ClientTimeout,
 }
 
 impl ProxyError {
@@ -31,8 +35,32 @@ impl ProxyError {
             ProxyError::Connect | ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
+    }
+
+    /// The text/plain body of the response: `502 Bad Gateway: why`.
+    pub fn body_text(self) -> String {
+        let status = self.status();
+        format!(
+            "{} {}: {self}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+    }
+
+    /// Whether the client may have sent more than was read, so that the
+    /// connection must not be read for a next request.
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::BodyTooLarge
+                | ProxyError::HeadTooLarge
+                | ProxyError::ClientTimeout
+        )
     }
 }

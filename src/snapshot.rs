@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ListenerTls};
 use crate::routing::Router;
-use crate::server::{ConnTimeouts, ServerBuilders};
+use crate::server::{ConnTimeouts, ServerSettings};
 use crate::stats::StatusClasses;
 use crate::tls::CertStore;
 use crate::upstream::{Upstream, WeightOverrides};
@@ -24,8 +24,8 @@ pub struct Snapshot {
     pub router: Router,
     /// In config order; routes refer to them by index.
     pub upstreams: Vec<Arc<Upstream>>,
-    /// hyper's settings for new client connections (limits from `[global]`).
-    pub http: Arc<ServerBuilders>,
+    /// How new client connections are served (limits from `[global]`).
+    pub http: Arc<ServerSettings>,
     pub timeouts: ConnTimeouts,
     /// True when some listener has `redirect_https`, so requests on the
     /// others need not look.
@@ -83,7 +83,7 @@ impl Snapshot {
             generation,
             router,
             upstreams,
-            http: Arc::new(ServerBuilders::new(&config.global)),
+            http: Arc::new(ServerSettings::new(&config.global)),
             timeouts: ConnTimeouts {
                 header_read: config.global.header_read_timeout,
                 idle: config.global.idle_timeout,

@@ -38,6 +38,7 @@ impl Span {
 pub enum HeaderKind {
     Other,
     Host,
+    Date,
     Connection,
     KeepAlive,
     ProxyConnection,
@@ -65,6 +66,7 @@ impl HeaderKind {
         match name.len() {
             2 if is(b"te") => Te,
             4 if is(b"host") => Host,
+            4 if is(b"date") => Date,
             6 if is(b"expect") => Expect,
             6 if is(b"cookie") => Cookie,
             7 if is(b"trailer") => Trailer,

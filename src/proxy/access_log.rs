@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::HeaderValue;
-use http::{Method, Uri};
+use http::Method;
 
 /// What the access log says of one request.
 #[derive(Debug)]
 pub struct AccessRecord {
     pub client: IpAddr,
     pub method: Method,
-    pub host: Option<HeaderValue>,
-    pub uri: Uri,
+    pub host: Option<Box<str>>,
+    /// Path and query, as the client sent them.
+    pub path: Box<str>,
     pub request_id: Option<HeaderValue>,
     pub status: u16,
     pub vhost: Option<Arc<str>>,
@@ -33,18 +34,18 @@ impl AccessRecord {
     /// A record for a new request, or `None` when nobody listens to `access`.
     pub fn start(
         client: IpAddr,
-        method: &Method,
-        uri: &Uri,
-        host: Option<&HeaderValue>,
+        method: Method,
+        host: Option<&str>,
+        path: &str,
     ) -> Option<Box<AccessRecord>> {
-        if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        if !enabled() {
             return None;
         }
         Some(Box::new(AccessRecord {
             client,
-            method: method.clone(),
-            host: host.cloned(),
-            uri: uri.clone(),
+            method,
+            host: host.map(Box::from),
+            path: Box::from(path),
             request_id: None,
             status: 0,
             vhost: None,
@@ -58,15 +59,15 @@ impl AccessRecord {
     }
 }
 
+/// Whether anyone listens to `access`: when not, no record is built.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
 impl Drop for AccessRecord {
     fn drop(&mut self) {
-        let host = self
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| self.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let host = self.host.as_deref().unwrap_or("");
+        let path = &*self.path;
         let request_id = self
             .request_id
             .as_ref()

@@ -1,6 +1,9 @@
 //! Bodies on both sides of the proxy, streamed frame by frame so memory per
 //! request stays bounded whatever the size.
 //!
+//! - `ClientBody` is a request body as the service gets it: from hyper's
+//!   server, or relayed chunk by chunk by the HTTP/1 path (`proxy/h1`) for
+//!   an upstream that speaks HTTP/2.
 //! - `UpstreamBody` is the client's request body on its way upstream; it counts
 //!   bytes against `max_request_body` and, when the request may be retried, can
 //!   be taken back if the first connection attempt failed before sending it.
@@ -17,6 +20,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
 
 use super::access_log::AccessRecord;
 use crate::server::ActiveRequest;
@@ -29,16 +33,118 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 #[error("request body exceeds max_request_body")]
 pub struct BodyTooLarge;
 
+/// A request body as the client sent it.
+#[derive(Debug)]
+pub enum ClientBody {
+    Hyper(Incoming),
+    Relayed(RelayedBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Relayed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(body) => body.is_end_stream(),
+            ClientBody::Relayed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(body) => body.size_hint(),
+            ClientBody::Relayed(body) => body.hint,
+        }
+    }
+}
+
+/// What the HTTP/1 path hands over of a relayed body.
+#[derive(Debug)]
+pub enum RelayedChunk {
+    Data(Bytes),
+    /// The body ended as its framing said. Without it, a closed channel
+    /// is a body cut short: an error, never a shorter body.
+    End,
+}
+
+/// The body of an HTTP/1 request relayed to an HTTP/2 upstream.
+#[derive(Debug)]
+pub struct RelayedBody {
+    chunks: Option<mpsc::Receiver<RelayedChunk>>,
+    hint: SizeHint,
+}
+
+/// The relayed body was cut short: the client went away or sent bad framing.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body was cut short")]
+pub struct BodyCutShort;
+
+impl RelayedBody {
+    /// A body with nothing in it.
+    pub fn empty() -> RelayedBody {
+        RelayedBody {
+            chunks: None,
+            hint: SizeHint::with_exact(0),
+        }
+    }
+
+    /// A body fed through the sender, of the size `hint` says.
+    pub fn channel(hint: SizeHint) -> (mpsc::Sender<RelayedChunk>, RelayedBody) {
+        let (sender, chunks) = mpsc::channel(1);
+        let body = RelayedBody {
+            chunks: Some(chunks),
+            hint,
+        };
+        (sender, body)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_none()
+    }
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(chunks) = self.chunks.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match chunks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(RelayedChunk::Data(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(RelayedChunk::End)) => {
+                self.chunks = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.chunks = None;
+                Poll::Ready(Some(Err(BodyCutShort.into())))
+            }
+        }
+    }
+}
+
 /// The client's body, counted against the configured limit as it streams.
 #[derive(Debug)]
 pub struct LimitedBody {
-    inner: Incoming,
+    inner: ClientBody,
     limit: Option<u64>,
     seen: u64,
 }
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> LimitedBody {
+    pub fn new(inner: ClientBody, limit: Option<u64>) -> LimitedBody {
         LimitedBody {
             inner,
             limit,
@@ -57,7 +163,7 @@ impl Body for LimitedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };

@@ -4,10 +4,14 @@
 mod access_log;
 mod attempts;
 mod body;
+mod client;
+mod decision;
+pub mod h1;
 pub mod headers;
 mod redirect;
 mod request_key;
 mod service;
 
-pub use body::{BodyTooLarge, ResponseBody, UpstreamBody};
-pub use service::{handle, ClientConn};
+pub use body::{BodyTooLarge, ClientBody, ResponseBody, UpstreamBody};
+pub use client::ClientConn;
+pub use service::handle;

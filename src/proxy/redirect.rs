@@ -3,13 +3,16 @@
 //! 301 lets clients turn a POST into a GET).
 
 use http::uri::Authority;
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
+
+/// The text of the 308 response's body.
+pub const REDIRECT_TEXT: &str = "308 Permanent Redirect: use https\n";
 
 /// The https URL for a request to `host` (a Host header, maybe with a port)
-/// for `uri`, on `port` (omitted when 443). `None` when the host is not valid.
-pub fn https_location(host: &HeaderValue, port: u16, uri: &Uri) -> Option<HeaderValue> {
-    let authority = Authority::try_from(host.as_bytes()).ok()?;
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+/// for `path` (and query), on `port` (omitted when 443). `None` when the host
+/// is not valid.
+pub fn https_location(host: &[u8], port: u16, path: &str) -> Option<HeaderValue> {
+    let authority = Authority::try_from(host).ok()?;
     let location = if port == 443 {
         format!("https://{}{path}", authority.host())
     } else {
@@ -23,12 +26,7 @@ mod tests {
     use super::*;
 
     fn location(host: &str, port: u16, uri: &str) -> Option<String> {
-        https_location(
-            &HeaderValue::from_str(host).unwrap(),
-            port,
-            &uri.parse().unwrap(),
-        )
-        .map(|v| v.to_str().unwrap().to_string())
+        https_location(host.as_bytes(), port, uri).map(|v| v.to_str().unwrap().to_string())
     }
 
     #[test]

@@ -3,12 +3,11 @@
 //! the response back (shared/SPEC.md §4).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
@@ -18,45 +17,17 @@ use hyper_util::rt::TokioIo;
 
 use super::access_log::AccessRecord;
 use super::attempts::{Attempts, Outcome, Verdict};
-use super::body::{BodySlot, BodyTooLarge, Completion, LimitedBody, ResponseBody, UpstreamBody};
+use super::body::{
+    BodySlot, BodyTooLarge, ClientBody, Completion, LimitedBody, ResponseBody, UpstreamBody,
+};
+use super::client::ClientConn;
+use super::decision::{wants_decision, Decision, DEBUG_HEADER, DECISION_HEADER};
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded, wants_upgrade};
-use super::redirect::https_location;
+use super::redirect::{https_location, REDIRECT_TEXT};
 use super::request_key::request_key;
 use crate::error::ProxyError;
-use crate::server::ConnState;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::{Endpoint, InFlight, Transport};
-
-/// What the proxy knows of the client connection a request came on.
-#[derive(Debug)]
-pub struct ClientConn {
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    /// The client IP, formatted once per connection for X-Forwarded-For.
-    pub client_ip: HeaderValue,
-    /// `http` or `https`, for X-Forwarded-Proto.
-    pub proto: &'static str,
-    pub state: Arc<ConnState>,
-}
-
-impl ClientConn {
-    pub fn new(
-        listener: Arc<str>,
-        client: SocketAddr,
-        proto: &'static str,
-        state: Arc<ConnState>,
-    ) -> ClientConn {
-        let client_ip = HeaderValue::from_str(&client.ip().to_string())
-            .expect("an IP address is a valid header value");
-        ClientConn {
-            listener,
-            client,
-            client_ip,
-            proto,
-            state,
-        }
-    }
-}
 
 /// A response from a server, with the in-flight guard to release when its body ends.
 struct Forwarded {
@@ -64,76 +35,35 @@ struct Forwarded {
     in_flight: Option<InFlight>,
 }
 
-/// Where a request went and why: filled in as it is routed and balanced;
-/// read for the metrics, and for `X-Usherd-Decision` when asked.
-#[derive(Debug, Default)]
-struct Decision {
-    vhost: Option<usize>,
-    upstream: Option<usize>,
-    server: Option<usize>,
-    attempts: u32,
-}
-
-impl Decision {
-    /// `vhost=shop; upstream=api; strategy=weighted; server=127.0.0.1:9001; attempts=1`.
-    fn describe(&self, snapshot: &Snapshot) -> HeaderValue {
-        let vhost = self
-            .vhost
-            .map_or("-", |index| snapshot.config.vhosts[index].name.as_str());
-        let upstream = self.upstream.map(|index| &snapshot.upstreams[index]);
-        let server = upstream
-            .zip(self.server)
-            .map_or("-", |(upstream, index)| &*upstream.endpoints[index].addr);
-        let text = format!(
-            "vhost={vhost}; upstream={}; strategy={}; server={server}; attempts={}",
-            upstream.map_or("-", |u| &*u.name),
-            upstream.map_or("-", |u| u.strategy.name()),
-            self.attempts
-        );
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unprintable"))
-    }
-}
-
-/// The request header that asks for `X-Usherd-Decision`; its value must be
-/// the admin token. It never reaches a server. A static name: looking it up
-/// by `&str` would parse the name on every request.
-static DEBUG_HEADER: HeaderName = HeaderName::from_static("x-usherd-debug");
-
-/// True when the request asks for its decision with the right admin token.
-fn wants_decision(request: &Request<Incoming>, snapshot: &Snapshot) -> bool {
-    let Some(asked) = request.headers().get(&DEBUG_HEADER) else {
-        return false;
-    };
-    let token = snapshot
-        .config
-        .admin
-        .as_ref()
-        .and_then(|admin| admin.token.as_deref());
-    token.is_some_and(|token| crate::admin::same_secret(asked.as_bytes(), token.as_bytes()))
-}
-
 /// Serves one client request. Never fails: errors become responses.
 pub async fn handle(
     snapshots: SharedSnapshot,
     conn: Arc<ClientConn>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let active = conn.state.begin_request();
     let started = Instant::now();
     let host = request_host(&request);
     let mut access = AccessRecord::start(
         conn.client.ip(),
-        request.method(),
-        request.uri(),
-        host.as_ref(),
+        request.method().clone(),
+        host.as_ref().and_then(|host| host.to_str().ok()),
+        request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str),
     );
     let version = request.version();
     let snapshot = snapshots.load_full();
     if let Some(port) = snapshot.redirect_https(&conn.listener) {
         let completion = Completion::new(active, access, started);
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str);
         let location = host
             .as_ref()
-            .and_then(|host| https_location(host, port, request.uri()));
+            .and_then(|host| https_location(host.as_bytes(), port, path));
         let response = match location {
             Some(location) => redirect_response(location, completion),
             None => error_response(
@@ -145,7 +75,11 @@ pub async fn handle(
         snapshot.record_response(None, response.status().as_u16());
         return Ok(response);
     }
-    let debug = wants_decision(&request, &snapshot);
+    let asked = request
+        .headers()
+        .get(&DEBUG_HEADER)
+        .map(HeaderValue::as_bytes);
+    let debug = wants_decision(asked, &snapshot);
     let mut decision = Decision::default();
     let outcome = forward(&snapshot, &conn, request, host, &mut access, &mut decision).await;
     let mut response = match outcome {
@@ -169,14 +103,14 @@ pub async fn handle(
     if debug {
         response
             .headers_mut()
-            .insert("x-usherd-decision", decision.describe(&snapshot));
+            .insert(DECISION_HEADER.clone(), decision.describe(&snapshot));
     }
     Ok(response)
 }
 
 /// The host a request names: the authority of an absolute URI or of an HTTP/2
 /// request, else the Host header.
-fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host(request: &Request<ClientBody>) -> Option<HeaderValue> {
     match request.uri().authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
         None => request.headers().get(header::HOST).cloned(),
@@ -186,16 +120,11 @@ fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
 async fn forward(
     snapshot: &Snapshot,
     conn: &ClientConn,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     host: Option<HeaderValue>,
     access: &mut Option<Box<AccessRecord>>,
     decision: &mut Decision,
 ) -> Result<Forwarded, ProxyError> {
-    if conn.state.smuggling_suspected() {
-        return Err(ProxyError::BadRequest(
-            "a request with both Content-Length and Transfer-Encoding is refused",
-        ));
-    }
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
@@ -384,7 +313,7 @@ enum RequestBody {
 }
 
 impl RequestBody {
-    fn new(body: Incoming, limit: Option<u64>, retryable: bool) -> RequestBody {
+    fn new(body: ClientBody, limit: Option<u64>, retryable: bool) -> RequestBody {
         if body.is_end_stream() {
             return RequestBody::Empty;
         }
@@ -467,7 +396,7 @@ fn redirect_response(location: HeaderValue, mut completion: Completion) -> Respo
     if let Some(access) = completion.access.as_mut() {
         access.status = status.as_u16();
     }
-    let text = Bytes::from_static(b"308 Permanent Redirect: use https\n");
+    let text = Bytes::from_static(REDIRECT_TEXT.as_bytes());
     let mut response = Response::new(ResponseBody::full(text, Some(completion)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -488,11 +417,7 @@ fn error_response(
     if let Some(access) = completion.access.as_mut() {
         access.status = status.as_u16();
     }
-    let text = Bytes::from(format!(
-        "{} {}: {error}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    ));
+    let text = Bytes::from(error.body_text());
     let mut response = Response::new(ResponseBody::full(text, Some(completion)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -500,9 +425,7 @@ fn error_response(
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     // The client may have sent more than we read: do not parse it as a next request.
-    if version < Version::HTTP_2
-        && matches!(error, ProxyError::BadRequest(_) | ProxyError::BodyTooLarge)
-    {
+    if version < Version::HTTP_2 && error.closes_connection() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -10,4 +10,4 @@ mod serve;
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
 pub use listener::{serve_listener, stopped, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
-pub use serve::ServerBuilders;
+pub use serve::ServerSettings;

@@ -1,29 +1,21 @@
 //! HTTP on one accepted (and, on TLS listeners, decrypted) connection: the
-//! first bytes choose HTTP/1.1 or HTTP/2 (its preface), then hyper serves it
-//! with the proxy service.
-//!
-//! An HTTP/1 connection idle for `PARK_AFTER_IDLE` is parked: hyper's
-//! connection ends without closing the socket (`ClientIo` swallows the
-//! shutdown), its state and buffers are freed, and the task waits for the
-//! socket to become readable with nothing but the socket held. When the client
-//! sends again, a new hyper connection takes over, with any bytes the old one
-//! had read. An idle keep-alive connection thus costs a few hundred bytes
-//! instead of hyper's two 8 KiB buffers (nginx frees its buffers the same way).
+//! first bytes choose HTTP/2 (its preface), which hyper serves with the proxy
+//! service, or HTTP/1, which usherd's own HTTP/1 path serves (`proxy/h1`,
+//! docs/http1.md).
 
-use std::future::{poll_fn, Future};
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
 
+use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::conn::{ClientIo, Protocol, WaitReadable};
+use super::conn::{ClientIo, Protocol};
 use super::listener::stopped;
 use crate::config::Global;
-use crate::proxy::{handle, ClientConn};
+use crate::proxy::{h1, handle, ClientBody, ClientConn};
 use crate::snapshot::SharedSnapshot;
 
 /// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
@@ -35,23 +27,16 @@ const HTTP2_MAX_PENDING_RESETS: usize = 20;
 /// Streams reset for a client's protocol errors before the connection goes.
 const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 256;
 
-/// hyper's HTTP/1 and HTTP/2 server settings from `[global]`.
+/// How new client connections are served, from `[global]`.
 #[derive(Debug, Clone)]
-pub struct ServerBuilders {
-    http1: hyper::server::conn::http1::Builder,
+pub struct ServerSettings {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    http1: h1::Limits,
 }
 
-impl ServerBuilders {
-    pub fn new(global: &Global) -> ServerBuilders {
+impl ServerSettings {
+    pub fn new(global: &Global) -> ServerSettings {
         let header_limit = global.max_request_header_size;
-        let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            // `ClientIo` enforces header_read_timeout and idle_timeout itself.
-            .header_read_timeout(None)
-            // A request head must fit in hyper's read buffer, else 431.
-            .max_buf_size(header_limit);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -64,118 +49,61 @@ impl ServerBuilders {
             .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
             // A client whose streams keep failing by its own fault gets GOAWAY.
             .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS);
-        ServerBuilders { http1, http2 }
+        let http1 = h1::Limits {
+            header_read: global.header_read_timeout,
+            idle: global.idle_timeout,
+            max_head: header_limit,
+        };
+        ServerSettings { http2, http1 }
     }
-}
-
-/// How one hyper HTTP/1 connection ended.
-enum Ended {
-    /// Closed (by the client, an error, a time limit or shutdown).
-    Closed(hyper::Result<()>),
-    /// Ended on purpose to park the socket.
-    Parked,
 }
 
 /// Serves the connection until it closes; on shutdown, it finishes the
 /// requests it has and closes.
 pub async fn serve_connection<S>(
-    builders: &ServerBuilders,
+    settings: &ServerSettings,
     mut io: ClientIo<S>,
     snapshots: SharedSnapshot,
     client: Arc<ClientConn>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + WaitReadable + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.client;
-    let service =
-        service_fn(move |request| handle(Arc::clone(&snapshots), Arc::clone(&client), request));
     let sniffed = tokio::select! {
         sniffed = io.sniff_protocol() => sniffed,
         // Nothing was asked yet: nothing to finish.
         _ = stopped(&mut shutdown) => return,
     };
-    let protocol = match sniffed {
-        Ok(protocol) => protocol,
-        Err(error) => {
-            tracing::debug!(client = %peer, %error, "client connection failed before a request");
-            return;
+    match sniffed {
+        Ok(Protocol::Unknown) => {}
+        Ok(Protocol::Http1) => {
+            let (stream, unread) = io.into_parts();
+            h1::serve(stream, unread, snapshots, client, settings.http1, shutdown).await;
         }
-    };
-    let result = match protocol {
-        Protocol::Unknown => Ok(()),
-        Protocol::Http2 => {
-            // Boxed: HTTP/1 connections should not carry its size.
+        Ok(Protocol::Http2) => {
+            let service = service_fn(move |request: Request<Incoming>| {
+                handle(
+                    Arc::clone(&snapshots),
+                    Arc::clone(&client),
+                    request.map(ClientBody::Hyper),
+                )
+            });
             let mut connection =
-                Box::pin(builders.http2.serve_connection(TokioIo::new(io), service));
-            tokio::select! {
+                Box::pin(settings.http2.serve_connection(TokioIo::new(io), service));
+            let result = tokio::select! {
                 result = connection.as_mut() => result,
                 _ = stopped(&mut shutdown) => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
+            };
+            if let Err(error) = result {
+                tracing::debug!(client = %peer, %error, "client connection ended with an error");
             }
         }
-        Protocol::Http1 => loop {
-            let state = io.state();
-            // Boxed, so that a parked connection's task is small.
-            let mut connection = Box::pin(
-                builders
-                    .http1
-                    .serve_connection(TokioIo::new(io), service.clone())
-                    .with_upgrades(),
-            );
-            let ended = {
-                let mut stop = pin!(stopped(&mut shutdown));
-                let (mut stopping, mut parking) = (false, false);
-                poll_fn(|cx| loop {
-                    if let Poll::Ready(result) = connection.as_mut().poll(cx) {
-                        return Poll::Ready(match (parking, &result) {
-                            (true, Ok(())) => Ended::Parked,
-                            _ => Ended::Closed(result),
-                        });
-                    }
-                    if !stopping && stop.as_mut().poll(cx).is_ready() {
-                        stopping = true;
-                        connection.as_mut().graceful_shutdown();
-                        continue;
-                    }
-                    if !stopping && !parking && state.park_requested() {
-                        parking = true;
-                        connection.as_mut().graceful_shutdown();
-                        continue;
-                    }
-                    return Poll::Pending;
-                })
-                .await
-            };
-            let parts = match ended {
-                Ended::Closed(result) => break result,
-                Ended::Parked => match std::pin::Pin::into_inner(connection).into_parts() {
-                    Some(parts) => parts,
-                    None => break Ok(()),
-                },
-            };
-            io = parts.io.into_inner();
-            // Dropped now, not at the end of the loop: hyper's read buffer
-            // (8 KiB) and the service must not stay while parked.
-            drop(parts.service);
-            if parts.read_buf.is_empty() {
-                drop(parts.read_buf);
-            } else {
-                io.unread(parts.read_buf);
-            }
-            let woke = tokio::select! {
-                woke = io.wait_while_parked() => woke,
-                _ = stopped(&mut shutdown) => false,
-            };
-            if !woke {
-                break Ok(());
-            }
-            io.resume_after_park();
-        },
-    };
-    if let Err(error) = result {
-        tracing::debug!(client = %peer, %error, "client connection ended with an error");
+        Err(error) => {
+            tracing::debug!(client = %peer, %error, "client connection failed before a request");
+        }
     }
 }

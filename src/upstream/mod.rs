@@ -9,6 +9,7 @@
 //! its position and the upstream keeps its retry budget.
 
 mod checks;
+pub mod h1;
 mod health;
 mod outlier;
 mod retry_budget;
@@ -30,6 +31,7 @@ use crate::proxy::UpstreamBody;
 use crate::stats::{LatencyHistogram, StatusClasses};
 
 pub use checks::spawn_checks;
+pub use h1::Http1Pool;
 pub use health::{clock_ns, CheckReport, EndpointHealth, LazyNow};
 pub use retry_budget::RetryBudget;
 pub use transport::{PoolSettings, ServerConnector, Transport};
@@ -270,6 +272,9 @@ pub struct Endpoint {
     pub stats: Arc<EndpointStats>,
     pub health: Arc<EndpointHealth>,
     pub client: UpstreamClient,
+    /// Its HTTP/1.1 connections, for the HTTP/1 path (`proxy/h1`); `None`
+    /// when the upstream speaks HTTP/2.
+    pub http1: Option<Arc<Http1Pool>>,
     connect_timeout: Duration,
     /// The transport `client` was made for.
     transport: Arc<Transport>,
@@ -290,16 +295,20 @@ impl Endpoint {
     ) -> Endpoint {
         let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
         let health = before.map_or_else(Default::default, |b| Arc::clone(&b.health));
-        // The client holds the idle connections; a new connect timeout or
-        // transport needs a new one.
-        let client = match before {
-            Some(before)
-                if before.connect_timeout == connect_timeout
-                    && Arc::ptr_eq(&before.transport, transport) =>
-            {
-                before.client.clone()
-            }
-            _ => transport.client(
+        // The clients hold the idle connections; a new connect timeout or
+        // transport needs new ones.
+        let kept = before.filter(|before| {
+            before.connect_timeout == connect_timeout && Arc::ptr_eq(&before.transport, transport)
+        });
+        let http1 = match kept {
+            Some(before) => before.http1.clone(),
+            None => transport
+                .http1_connector(&server.addr, connect_timeout)
+                .map(|connector| Arc::new(Http1Pool::new(connector))),
+        };
+        let client = match kept {
+            Some(before) => before.client.clone(),
+            None => transport.client(
                 &server.addr,
                 PoolSettings {
                     connect_timeout,
@@ -319,6 +328,7 @@ impl Endpoint {
             stats,
             health,
             client,
+            http1,
             connect_timeout,
             transport: Arc::clone(transport),
             slot_freed,

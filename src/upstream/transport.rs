@@ -17,8 +17,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
 use tower_service::Service;
 
+use super::h1::Connector;
 use crate::config::{self, UpstreamProtocol};
 use crate::tls::{client_config, Verify};
 
@@ -96,6 +98,22 @@ impl Transport {
         )
     }
 
+    /// How HTTP/1.1 connections to the server at `addr` (`host:port`) are
+    /// made; `None` when the upstream speaks HTTP/2.
+    pub fn http1_connector(&self, addr: &str, connect_timeout: Duration) -> Option<Connector> {
+        if self.is_http2() {
+            return None;
+        }
+        let tls = self.tls.as_ref().map(|tls| {
+            let name = tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| host_name(&server_uri(addr)));
+            (TlsConnector::from(Arc::clone(&tls.config)), name)
+        });
+        Some(Connector::new(Arc::from(addr), connect_timeout, tls))
+    }
+
     /// A client of its own for the server at `addr` (`host:port`).
     pub fn client<B>(&self, addr: &str, pool: PoolSettings) -> Client<ServerConnector, B>
     where
@@ -106,9 +124,7 @@ impl Transport {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(pool.connect_timeout));
-        let target: Uri = format!("http://{addr}")
-            .parse()
-            .expect("server addresses are validated as host:port");
+        let target = server_uri(addr);
         let (config, server_name) = match &self.tls {
             Some(tls) => (
                 Arc::clone(&tls.config),
@@ -135,6 +151,13 @@ impl Transport {
         }
         builder.build(connector)
     }
+}
+
+/// `http://host:port` for a server's address.
+fn server_uri(addr: &str) -> Uri {
+    format!("http://{addr}")
+        .parse()
+        .expect("server addresses are validated as host:port")
 }
 
 /// The name a server's certificate must carry: the host of its address.

@@ -1,0 +1,18 @@
+//! The HTTP/1 path (docs/http1.md): usherd's own HTTP/1.1 server for client
+//! connections, and client for `http1` upstreams, on heads parsed in place
+//! (`crate::http1`) and bytes relayed with edits. HTTP/2 clients are served
+//! by hyper (`service.rs`); an HTTP/1 request to an HTTP/2 upstream is
+//! bridged to it (`bridge.rs`).
+//!
+//! `conn` owns a client connection (heads, time limits, parking, shutdown);
+//! `request` one request (route, pick, attempts, delivery); `heads` the
+//! heads it writes; `relay` the bodies; `date` the `Date` header.
+
+mod bridge;
+mod conn;
+mod date;
+mod heads;
+mod relay;
+mod request;
+
+pub use conn::{serve, Limits, PARK_AFTER_IDLE};
