@@ -98,6 +98,65 @@ where
     }
 }
 
+/// A loopback backend that speaks raw bytes: `handler` gets each accepted
+/// connection, and the request counter to add to.
+pub async fn raw_backend<F, Fut>(handler: F) -> Backend
+where
+    F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (requests_seen, connections_seen) = (requests.clone(), connections.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            connections_seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(handler.clone()(stream, requests_seen.clone()));
+        }
+    });
+    Backend {
+        addr,
+        requests,
+        connections,
+        task,
+    }
+}
+
+/// Reads from a raw connection through the blank line that ends a head;
+/// what came after it stays in `pending`. `None` when it closes first or
+/// nothing comes for 10 s.
+pub async fn read_head(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+            pending.drain(..end + 4);
+            return Some(head);
+        }
+        let mut buffer = [0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buffer[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Reads exactly `len` more bytes after what `pending` holds.
+pub async fn read_exact_more(stream: &mut TcpStream, pending: &mut Vec<u8>, len: usize) -> Vec<u8> {
+    while pending.len() < len {
+        let mut buffer = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+            .await
+            .expect("bytes within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed early");
+        pending.extend_from_slice(&buffer[..n]);
+    }
+    pending.drain(..len).collect()
+}
+
 /// A backend that answers with its name and a JSON echo of the request head:
 /// `{"backend", "method", "path", "headers": {name: [values]}}`.
 pub async fn echo_backend(name: &'static str) -> Backend {

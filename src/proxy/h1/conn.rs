@@ -40,8 +40,10 @@ use crate::snapshot::SharedSnapshot;
 /// enough that busy keep-alive clients never pay for it.
 pub const PARK_AFTER_IDLE: Duration = Duration::from_millis(100);
 
-/// The read buffer a busy connection starts with.
-const INPUT_SIZE: usize = 8 * 1024;
+/// The room a head is read into; a head that does not fit grows it. Small,
+/// as nginx's 1 KiB `client_header_buffer_size`: a burst of connections
+/// each touches only this much (bodies are read in larger pieces).
+const INPUT_SIZE: usize = 4 * 1024;
 
 /// Reads get at least this much room.
 const MIN_READ_ROOM: usize = 1024;
@@ -130,8 +132,9 @@ impl<S: ClientStream> Client<S> {
         limits: Limits,
         shutdown: watch::Receiver<bool>,
     ) -> Client<S> {
-        let mut input = BytesMut::with_capacity(INPUT_SIZE.max(unread.len()));
-        input.extend_from_slice(&unread);
+        // Most first heads came whole with the bytes read to sniff the
+        // protocol: no read buffer is needed before a second read.
+        let input = BytesMut::from(&unread[..]);
         let mut stop_on = shutdown.clone();
         Client {
             io,
@@ -270,9 +273,6 @@ impl<S: ClientStream> Client<S> {
         })
         .await;
         if read {
-            if self.input.capacity() < INPUT_SIZE {
-                self.input.reserve(INPUT_SIZE);
-            }
             self.input.extend_from_slice(bytes.filled());
         }
         read
@@ -302,7 +302,9 @@ impl<S: ClientStream> Client<S> {
     /// destroy the response still on its way.
     pub async fn linger(&mut self) {
         let _ = self.io.shutdown().await;
-        let mut sink = [0u8; 4096];
+        // On the heap: on the stack it would make every connection's task
+        // 4 KiB larger.
+        let mut sink = vec![0u8; 4096];
         let mut dropped = 0;
         let _ = tokio::time::timeout(LINGER, async {
             while dropped < LINGER_BYTES {
@@ -345,7 +347,7 @@ pub async fn serve<S: ClientStream>(
             }
         }
         first = false;
-        match request::serve(&mut client).await {
+        match Box::pin(request::serve(&mut client)).await {
             request::After::KeepAlive if !client.stopping() => {}
             request::After::KeepAlive | request::After::Close => break,
             request::After::Linger => {

@@ -8,6 +8,10 @@ use http::header::HeaderValue;
 use http::StatusCode;
 
 use super::date::write_date_header;
+
+/// What a head buffer starts with: most heads fit, and growing it by
+/// doubling from nothing would take a handful of reallocations.
+const HEAD_ROOM: usize = 512;
 use crate::http1::{HeaderKind, Headers, RequestHead, ResponseHead};
 
 /// Whether, and how, the client's connection stays open after a response.
@@ -125,6 +129,7 @@ pub fn write_upstream_request<'a>(
     forwarding: &Forwarding<'_>,
 ) -> RequestId<'a> {
     out.clear();
+    out.reserve(HEAD_ROOM);
     out.extend_from_slice(head.method_name.of(buf));
     out.push(b' ');
     out.extend_from_slice(forwarding.path);
@@ -246,6 +251,7 @@ pub fn write_client_response(
     decision: Option<&HeaderValue>,
 ) {
     out.clear();
+    out.reserve(HEAD_ROOM);
     status_line(out, head.status, head.reason.of(buf));
     let named = ConnectionNamed::of(&head.headers, buf);
     let switching = persistence == Persistence::Upgrade;

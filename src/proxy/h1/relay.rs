@@ -28,6 +28,10 @@ const BODY_STEP: usize = 64 * 1024;
 /// Reads of bodies get this much room.
 const BODY_READ: usize = 32 * 1024;
 
+/// Reads of response heads get this much room (most heads are far
+/// smaller; a larger one grows it).
+const HEAD_READ: usize = 2 * 1024;
+
 /// The largest response head accepted from a server (HAProxy's default
 /// buffer is 16 KiB; nginx's `proxy_buffer_size` 4-8 KiB).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -261,7 +265,7 @@ pub(super) async fn send_body<S: ClientStream>(
     let mut last_chunk_queued = false;
     deadline.as_mut().reset(Instant::now() + timeout);
     poll_fn(|cx| loop {
-        make_room(from_upstream, BODY_READ);
+        make_room(from_upstream, HEAD_READ);
         match poll_read_buf(Pin::new(&mut *upstream), cx, from_upstream) {
             Poll::Ready(Ok(0)) => {
                 return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Closed)))
@@ -366,6 +370,9 @@ pub(super) async fn read_response_head<S: ClientStream>(
                     client.from_upstream.advance(client.response.len);
                     continue;
                 }
+                Ok(true) if client.response.len > MAX_RESPONSE_HEAD => {
+                    return Err(invalid("the response head is too large"))
+                }
                 Ok(true) => return Ok(()),
                 Ok(false) if client.from_upstream.len() > MAX_RESPONSE_HEAD => {
                     return Err(invalid("the response head is too large"))
@@ -375,7 +382,7 @@ pub(super) async fn read_response_head<S: ClientStream>(
                 Err(HeadError::Malformed(what)) => return Err(invalid(what)),
             }
         }
-        make_room(&mut client.from_upstream, BODY_READ);
+        make_room(&mut client.from_upstream, HEAD_READ);
         let read = poll_fn(|cx| {
             if let Poll::Ready(result) =
                 poll_read_buf(Pin::new(&mut *upstream), cx, &mut client.from_upstream)

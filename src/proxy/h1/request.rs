@@ -115,7 +115,9 @@ pub(super) async fn serve<S: ClientStream>(client: &mut Client<S>) -> After {
         Plan::Forward(known, forward) => {
             forward_to_http1(client, &snapshot, known, forward, started).await
         }
-        Plan::Bridge(bridged) => bridge::forward(client, bridged).await,
+        // Boxed: hyper's request future is large, and every connection's
+        // task (parked ones too) would otherwise be as large.
+        Plan::Bridge(bridged) => Box::pin(bridge::forward(client, bridged)).await,
     }
 }
 
@@ -205,6 +207,7 @@ fn prepare(
         debug: wants_decision(head.headers.first(buf, HeaderKind::UsherdDebug), snapshot),
         access: None,
     };
+    // Before the target is known, the record has only the method.
     let refuse = |mut known: Known, error| {
         known.access = access_record(conn.client.ip(), head, buf, None, b"");
         Plan::Answer(known, Reply::Error(error))
@@ -230,9 +233,15 @@ fn prepare(
             ProxyError::BadRequest("the request target is not valid"),
         );
     };
-    known.access = access_record(conn.client.ip(), head, buf, host, target.path);
+    // Made when the request is answered or forwarded here, not when it is
+    // bridged: service.rs keeps the record of those.
+    let record = || access_record(conn.client.ip(), head, buf, host, target.path);
+    let answer = |mut known: Known, reply| {
+        known.access = record();
+        Plan::Answer(known, reply)
+    };
     if let Some(port) = snapshot.redirect_https(&conn.listener) {
-        return Plan::Answer(
+        return answer(
             known,
             match host.and_then(|host| https_location(host, port, path_and_query)) {
                 Some(location) => Reply::Redirect(location),
@@ -243,24 +252,31 @@ fn prepare(
         );
     }
     if method == Method::Connect {
-        return Plan::Answer(known, Reply::Error(ProxyError::MethodNotAllowed));
+        return answer(known, Reply::Error(ProxyError::MethodNotAllowed));
     }
     let limit = snapshot.config.global.max_request_body;
     if let (Some(limit), BodyLength::Exact(length)) = (limit, known.facts.framing.body) {
         if length > limit {
-            return Plan::Answer(known, Reply::Error(ProxyError::BodyTooLarge));
+            return answer(known, Reply::Error(ProxyError::BodyTooLarge));
         }
+    }
+    // RFC 9112 §3.2: one Host line, a valid one, and one in every HTTP/1.1 request.
+    if head.headers.values(buf, HeaderKind::Host).nth(1).is_some() {
+        return answer(
+            known,
+            Reply::Error(ProxyError::BadRequest("a request has one Host header")),
+        );
     }
     let host_name = match host.map(host_text) {
         Some(Some(name)) => name,
         Some(None) => {
-            return Plan::Answer(
+            return answer(
                 known,
                 Reply::Error(ProxyError::BadRequest("the Host header is not valid")),
             )
         }
         None if !known.facts.http10 => {
-            return Plan::Answer(
+            return answer(
                 known,
                 Reply::Error(ProxyError::BadRequest(
                     "an HTTP/1.1 request needs a Host header",
@@ -273,7 +289,7 @@ fn prepare(
         .split_once('?')
         .map_or(path_and_query, |(path, _)| path);
     let Some(matched) = snapshot.router.lookup(&conn.listener, host_name, path) else {
-        return Plan::Answer(known, Reply::Error(ProxyError::NoRoute));
+        return answer(known, Reply::Error(ProxyError::NoRoute));
     };
     let upstream = &snapshot.upstreams[matched.route.upstream];
     if upstream.transport.is_http2() {
@@ -281,9 +297,10 @@ fn prepare(
         // service.rs (access log and metrics included).
         return match bridge::prepare(buf, head, known.facts, upstream.timeout) {
             Ok(bridged) => Plan::Bridge(bridged),
-            Err(error) => Plan::Answer(known, Reply::Error(error)),
+            Err(error) => answer(known, Reply::Error(error)),
         };
     }
+    known.access = record();
     known.decision.vhost = Some(matched.vhost.index);
     known.decision.upstream = Some(matched.route.upstream);
     if let Some(access) = known.access.as_mut() {
@@ -528,6 +545,7 @@ async fn forward_to_http1<S: ClientStream>(
                 let delivery = Delivery {
                     snapshot,
                     known,
+                    upstream: forward.upstream,
                     index,
                     body_done: body.is_done(),
                     started,
@@ -680,6 +698,8 @@ async fn write_head(upstream: &mut UpstreamStream, head: &[u8]) -> Result<(), Ex
 struct Delivery<'s> {
     snapshot: &'s Snapshot,
     known: Known,
+    /// The upstream, and its server, that answered.
+    upstream: usize,
     index: usize,
     /// The request body was read to its end.
     body_done: bool,
@@ -697,7 +717,7 @@ impl Delivery<'_> {
         in_flight: InFlight,
     ) -> After {
         let snapshot = self.snapshot;
-        let upstream = &snapshot.upstreams[self.known.decision.upstream.unwrap_or_default()];
+        let upstream = &snapshot.upstreams[self.upstream];
         let endpoint = &upstream.endpoints[self.index];
         let facts = self.known.facts;
         let status = client.response.status;

@@ -1,0 +1,648 @@
+//! The HTTP/1 path on the wire (docs/http1.md), through the real proxy on
+//! loopback: raw clients, and raw backends that send exactly the bytes a
+//! test needs (chunked, until close, interim, broken, early answers), so
+//! that framing, persistence and the pooled connections are seen byte for
+//! byte.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
+use support::{
+    backend, echo_backend, full, raw_backend, raw_exchange, read_exact_more, read_head,
+    start_proxy, Backend,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn one_pool(servers: &[String], extra_upstream: &str, global: &str) -> String {
+    support::pool_config(servers, "round_robin", extra_upstream, global, false)
+}
+
+/// A raw backend that answers every request on a connection with
+/// `answer(head)`, reading (and dropping) a request body of the length its
+/// `Content-Length` gives.
+async fn scripted(answer: fn(&str) -> Vec<u8>) -> Backend {
+    raw_backend(
+        move |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            while let Some(head) = read_head(&mut stream, &mut pending).await {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let length = content_length(&head);
+                read_exact_more(&mut stream, &mut pending, length).await;
+                if stream.write_all(&answer(&head)).await.is_err() {
+                    return;
+                }
+            }
+        },
+    )
+    .await
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// The request line's path.
+fn path_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("")
+}
+
+/// One response from a raw client connection: its head and its body, read
+/// by its framing (`Content-Length`, chunked, or until close).
+async fn read_response(
+    stream: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    to_head: bool,
+) -> (String, Vec<u8>) {
+    let head = read_head(stream, pending).await.expect("a response head");
+    let lower = head.to_ascii_lowercase();
+    if to_head || lower.starts_with("http/1.1 204") || lower.starts_with("http/1.1 304") {
+        return (head, Vec::new());
+    }
+    if lower.contains("transfer-encoding: chunked") {
+        let mut body = Vec::new();
+        loop {
+            let line = read_line(stream, pending).await;
+            let size = usize::from_str_radix(line.trim(), 16).expect("a chunk size");
+            if size == 0 {
+                assert_eq!(read_line(stream, pending).await, "", "no trailers");
+                return (head, body);
+            }
+            body.extend(read_exact_more(stream, pending, size).await);
+            assert_eq!(read_line(stream, pending).await, "");
+        }
+    }
+    if lower.contains("content-length:") {
+        let length = content_length(&head);
+        return (head, read_exact_more(stream, pending, length).await);
+    }
+    let mut body = std::mem::take(pending);
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut body)).await;
+    (head, body)
+}
+
+async fn read_line(stream: &mut TcpStream, pending: &mut Vec<u8>) -> String {
+    loop {
+        if let Some(end) = pending.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..end + 2);
+            return line;
+        }
+        let mut buffer = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("a line within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed in a line");
+        pending.extend_from_slice(&buffer[..n]);
+    }
+}
+
+/// True when the server closes the connection within 5 s.
+async fn closes(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await,
+        Ok(Ok(_))
+    )
+}
+
+#[tokio::test]
+async fn chunked_and_until_close_bodies_are_reframed_for_each_client() {
+    let upstream = scripted(|head| match path_of(head) {
+        "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: dropped\r\n\r\n"
+            .to_vec(),
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+    })
+    .await;
+    let until_close = raw_backend(
+        |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            if read_head(&mut stream, &mut pending).await.is_some() {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")
+                    .await;
+            }
+        },
+    )
+    .await;
+    let toml = format!(
+        r#"
+[listeners.web]
+listen = "127.0.0.1:0"
+[vhosts.all]
+hosts = ["*"]
+routes = [{{ path = "/", upstream = "chunked" }}, {{ path = "/close", upstream = "close" }}]
+[upstreams.chunked]
+servers = [{{ addr = "{}" }}]
+[upstreams.close]
+servers = [{{ addr = "{}" }}]
+"#,
+        upstream.addr, until_close.addr
+    );
+    let proxy = start_proxy(&toml).await;
+    let addr = proxy.listeners()[0].addr;
+
+    // HTTP/1.1: chunked both times, on one connection, trailers dropped.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    stream
+        .write_all(
+            b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\nGET /close HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut stream, &mut pending, false).await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert_eq!(body, b"hello world");
+    let (head, body) = read_response(&mut stream, &mut pending, false).await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"until the end");
+
+    // HTTP/1.0: the body runs until close.
+    let answer = raw_exchange(addr, b"GET /chunked HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert_eq!(body, "hello world");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_bodies_go_upstream_reframed_and_whole() {
+    // The backend writes back what it got after the head, byte for byte.
+    let upstream = raw_backend(
+        |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            while let Some(head) = read_head(&mut stream, &mut pending).await {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let body = if head
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked")
+                {
+                    let mut raw = Vec::new();
+                    while !raw.ends_with(b"0\r\n\r\n") {
+                        raw.extend(read_exact_more(&mut stream, &mut pending, 1).await);
+                    }
+                    raw
+                } else {
+                    read_exact_more(&mut stream, &mut pending, content_length(&head)).await
+                };
+                let mut answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                        .into_bytes();
+                answer.extend(body);
+                stream.write_all(&answer).await.unwrap();
+            }
+        },
+    )
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    // Extensions and trailers are not passed on; the chunks are.
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, body) = read_response(&mut stream, &mut pending, false).await;
+    assert_eq!(body, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n");
+    // A sized body arrives as it was sent, in pieces.
+    stream
+        .write_all(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"56789").await.unwrap();
+    let (_, body) = read_response(&mut stream, &mut pending, false).await;
+    assert_eq!(body, b"0123456789");
+    assert_eq!(upstream.requests(), 2);
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "one upstream connection, kept alive"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_and_interim_responses_are_not_passed_on() {
+    let upstream = scripted(|_| {
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            .to_vec()
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let mut stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();
+    stream
+        .write_all(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // As curl does: the body only after the 100.
+    let mut pending = Vec::new();
+    let interim = read_head(&mut stream, &mut pending).await.unwrap();
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    stream.write_all(b"hello").await.unwrap();
+    let (head, body) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, b"ok");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_answers_before_the_body_is_relayed_at_once() {
+    // It reads the head only, answers 413 and closes.
+    let upstream = raw_backend(|mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+        let mut pending = Vec::new();
+        if read_head(&mut stream, &mut pending).await.is_some() {
+            requests.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
+                .await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let mut stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\nfirst bytes")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    let (head, body) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert_eq!(body, b"big!");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        closes(&mut stream).await,
+        "the rest of the body is not read as a request"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn pooled_connections_the_server_closed_are_not_lost_requests() {
+    // Each connection answers one request, then the server closes it after
+    // a moment (a short keep-alive timeout, as node's 5 s).
+    let closes_idle = scripted_then_close(Duration::from_millis(50), false).await;
+    let proxy = start_proxy(&one_pool(
+        &[closes_idle.addr.to_string()],
+        "retries = 0",
+        "",
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            support::get(&support::url(&proxy, "/"), None).await.status,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        closes_idle.connections(),
+        3,
+        "a closed idle connection was skipped"
+    );
+    proxy.shutdown().await;
+
+    // The race: the server takes the next request on a kept connection and
+    // closes without a word. A GET goes again on a new connection; a POST
+    // with a body cannot (it may have been acted on): 502.
+    let drops_second = scripted_then_close(Duration::ZERO, true).await;
+    let proxy = start_proxy(&one_pool(
+        &[drops_second.addr.to_string()],
+        "retries = 0",
+        "",
+    ))
+    .await;
+    let client = support::client();
+    for _ in 0..3 {
+        let request = Request::get(support::url(&proxy, "/"))
+            .body(support::full(Bytes::new()))
+            .unwrap();
+        assert_eq!(support::send(&client, request).await.status, 200);
+    }
+    let post = Request::post(support::url(&proxy, "/"))
+        .body(full("payload"))
+        .unwrap();
+    assert_eq!(support::send(&client, post).await.status, 502);
+    proxy.shutdown().await;
+}
+
+/// A raw backend: each connection answers its first request, then either
+/// closes after `linger`, or (with `drop_second`) keeps it open and closes
+/// when the second request comes, without answering.
+async fn scripted_then_close(linger: Duration, drop_second: bool) -> Backend {
+    raw_backend(
+        move |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            let Some(head) = read_head(&mut stream, &mut pending).await else {
+                return;
+            };
+            requests.fetch_add(1, Ordering::SeqCst);
+            read_exact_more(&mut stream, &mut pending, content_length(&head)).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            if drop_second {
+                let _ = read_head(&mut stream, &mut pending).await;
+            } else {
+                tokio::time::sleep(linger).await;
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn absolute_targets_route_by_their_host_which_replaces_host() {
+    let shop = echo_backend("shop").await;
+    let other = echo_backend("other").await;
+    let toml = format!(
+        r#"
+[listeners.web]
+listen = "127.0.0.1:0"
+[vhosts.shop]
+hosts = ["shop.example"]
+routes = [{{ path = "/", upstream = "shop" }}]
+[vhosts.other]
+hosts = ["*"]
+routes = [{{ path = "/", upstream = "other" }}]
+[upstreams.shop]
+servers = [{{ addr = "{}" }}]
+[upstreams.other]
+servers = [{{ addr = "{}" }}]
+"#,
+        shop.addr, other.addr
+    );
+    let proxy = start_proxy(&toml).await;
+    let answer = raw_exchange(
+        proxy.listeners()[0].addr,
+        b"GET http://shop.example/x?y=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = answer.split_once("\r\n\r\n").unwrap().1;
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["backend"], "shop");
+    assert_eq!(echo["path"], "/x?y=1");
+    assert_eq!(echo["headers"]["host"][0], "shop.example");
+    assert_eq!(echo["headers"]["x-forwarded-host"][0], "shop.example");
+    // Two Host lines could route one way and be read another: 400.
+    let answer = raw_exchange(
+        proxy.listeners()[0].addr,
+        b"GET / HTTP/1.1\r\nHost: shop.example\r\nHost: other.example\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(shop.requests() + other.requests(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodiless_responses_and_http10_keep_alive_share_one_connection() {
+    let upstream = scripted(|head| match path_of(head) {
+        "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+        "/not-modified" => b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n".to_vec(),
+        // HEAD: the length of the body a GET would get, and no body.
+        _ => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n".to_vec(),
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let mut stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();
+    stream
+        .write_all(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET /no-content HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /not-modified HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n\
+              HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let (head, _) = read_response(&mut stream, &mut pending, true).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("Content-Length: 10"),
+        "{head}"
+    );
+    let (head, _) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    let (head, _) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(
+        head.contains("connection: keep-alive"),
+        "an HTTP/1.0 client is told: {head}"
+    );
+    let (head, _) = read_response(&mut stream, &mut pending, true).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        pending.is_empty(),
+        "no body after a HEAD response: {pending:?}"
+    );
+    assert_eq!(upstream.requests(), 4);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_responses_are_502_and_a_body_cut_short_closes_the_client() {
+    let upstream = raw_backend(
+        |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            let Some(head) = read_head(&mut stream, &mut pending).await else {
+                return;
+            };
+            requests.fetch_add(1, Ordering::SeqCst);
+            let answer = match path_of(&head) {
+                "/garbage" => b"HTTP/1.1 2x0 OK\r\n\r\n".to_vec(),
+                "/huge-head" => {
+                    format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "b".repeat(70_000)).into_bytes()
+                }
+                "/two-lengths" => b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nab".to_vec(),
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            };
+            let _ = stream.write_all(&answer).await;
+        },
+    )
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "retries = 0", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    for path in ["/garbage", "/huge-head", "/two-lengths"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(addr, request.as_bytes()).await;
+        let start: String = answer.chars().take(120).collect();
+        assert!(answer.starts_with("HTTP/1.1 502"), "{path}: {start}");
+    }
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /cut HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "the client connection was not closed");
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(
+        seen.starts_with("HTTP/1.1 200") && seen.ends_with("\r\n\r\nabc"),
+        "{seen}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_chunks_are_400_and_what_follows_them_never_reaches_a_server() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    for body in [
+        &b"3\nabc\r\n0\r\n\r\n"[..],
+        b"\r\n\r\n",
+        b"3\r\nabcd\r\n0\r\n\r\n",
+        b"3;a\nb\r\nabc\r\n0\r\n\r\n",
+    ] {
+        let mut request =
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        request.extend_from_slice(b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+        let answer = raw_exchange(addr, &request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}: {answer}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(!answer.contains("smuggled"), "{answer}");
+    }
+    // Too many header lines: 431.
+    let many: String = (0..200).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let answer = raw_exchange(
+        addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408() {
+    // It answers once it has the whole body.
+    let upstream = backend(|request: Request<Incoming>| async move {
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(body))
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(
+        &[upstream.addr.to_string()],
+        "timeout = \"300ms\"",
+        "",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    let (head, _) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(closes(&mut stream).await);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http1_client_reaches_an_h2c_upstream_with_its_body() {
+    let hashing = backend(|request: Request<Incoming>| async move {
+        let version = format!("{:?}", request.version());
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let mut response = Response::new(full(format!("{:x}", Sha256::digest(&body))));
+        response
+            .headers_mut()
+            .insert("x-version", version.parse().unwrap());
+        response
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(
+        &[hashing.addr.to_string()],
+        "protocol = \"h2c\"",
+        "",
+    ))
+    .await;
+    let addr = proxy.listeners()[0].addr;
+    let payload: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    let mut request = format!(
+        "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    stream.write_all(&request).await.unwrap();
+    let (head, body) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("x-version: HTTP/2.0"), "{head}");
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!("{:x}", Sha256::digest(&payload))
+    );
+    // Chunked too, and the connection stays usable.
+    stream
+        .write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, body) = read_response(&mut stream, &mut pending, false).await;
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!("{:x}", Sha256::digest(b"abc"))
+    );
+    proxy.shutdown().await;
+}
