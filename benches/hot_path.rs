@@ -1,6 +1,7 @@
 //! The per-request work that is usherd's own: `router.lookup`,
-//! `balancer.pick` and the header rules. Run with `cargo bench --bench hot_path`; numbers go in
-//! docs/benchmarks.md.
+//! `balancer.pick`, the HTTP/1 heads (parsed, then written with the header
+//! rules) and hyper's header rules. Run with `cargo bench --bench hot_path`;
+//! numbers go in docs/benchmarks.md.
 
 use std::hint::black_box;
 
@@ -9,6 +10,10 @@ use http::{HeaderMap, HeaderValue};
 
 use usherd::balance::{key_hash, Balancer, Loads};
 use usherd::config::{HashKey, HashSettings, HostPattern, Route, Server, StrategyKind, Vhost};
+use usherd::http1::{RequestHead, ResponseHead};
+use usherd::proxy::h1::heads::{
+    write_client_response, write_upstream_request, ClientFraming, Forwarding, Persistence,
+};
 use usherd::proxy::headers::remove_hop_by_hop;
 use usherd::routing::Router;
 
@@ -220,7 +225,7 @@ fn hop_by_hop(c: &mut Criterion) {
             b.iter_batched(
                 || headers.clone(),
                 |mut headers| {
-                    remove_hop_by_hop(&mut headers, false);
+                    remove_hop_by_hop(&mut headers);
                     headers
                 },
                 BatchSize::SmallInput,
@@ -230,5 +235,68 @@ fn hop_by_hop(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup_and_pick, pick, upstream_pick, hop_by_hop);
+/// What the HTTP/1 path does to every head: parse it in place, then write
+/// the upstream request (or the client's response) with the header rules.
+fn http1_heads(c: &mut Criterion) {
+    let requests: [(&str, &[u8]); 2] = [
+        ("wrk request", b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"),
+        (
+            "browser request",
+            b"GET /shop/cart?item=42 HTTP/1.1\r\nHost: shop.example.com\r\n\
+              User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml\r\n\
+              Accept-Encoding: gzip, deflate, br\r\nAccept-Language: en-GB,en;q=0.9\r\n\
+              Connection: keep-alive\r\nCookie: session=0123456789abcdef\r\n\r\n",
+        ),
+    ];
+    let mut group = c.benchmark_group("http1_request_head");
+    for (name, bytes) in requests {
+        let mut head = RequestHead::default();
+        let mut out = Vec::with_capacity(1024);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                assert!(head.parse(black_box(bytes)).unwrap());
+                let forwarding = Forwarding {
+                    path: head.target.of(bytes),
+                    target_host: None,
+                    host: head.headers.first(bytes, usherd::http1::HeaderKind::Host),
+                    client_ip: b"127.0.0.1",
+                    proto: "http",
+                    upgrade: false,
+                    chunked: false,
+                };
+                write_upstream_request(&mut out, bytes, &head, &forwarding);
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+    let response: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\n\
+        Date: Wed, 25 Nov 2026 12:00:00 GMT\r\nContent-Type: text/plain\r\n\
+        Content-Length: 3\r\nConnection: keep-alive\r\n\r\n";
+    let mut head = ResponseHead::default();
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("http1_response_head/nginx response", |b| {
+        b.iter(|| {
+            assert!(head.parse(black_box(response)).unwrap());
+            write_client_response(
+                &mut out,
+                response,
+                &head,
+                ClientFraming::AsIs,
+                Persistence::KeepAlive { http10: false },
+                None,
+            );
+            black_box(out.len())
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    lookup_and_pick,
+    pick,
+    upstream_pick,
+    hop_by_hop,
+    http1_heads
+);
 criterion_main!(benches);

@@ -133,6 +133,12 @@ fn unparsable_durations_and_sizes() {
     let config = parse_config(&text, "ok.toml").unwrap();
     assert_eq!(config.global.max_request_body, Some(10 * 1024 * 1024));
     assert_eq!(config.global.max_request_header_size, 16384);
+    let text = format!("[global]\nmax_request_header_size = \"512B\"\n{BASE}");
+    assert_error(
+        &text,
+        2,
+        "max_request_header_size must be at least 1024 bytes",
+    );
 }
 
 #[test]

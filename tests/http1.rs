@@ -646,3 +646,37 @@ async fn an_http1_client_reaches_an_h2c_upstream_with_its_body() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_small_head_limit_is_kept_to_the_byte() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(
+        &[upstream.addr.to_string()],
+        "",
+        "max_request_header_size = \"2KiB\"",
+    ))
+    .await;
+    let addr = proxy.listeners()[0].addr;
+    let head = |filler: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-Fill: {}\r\n\r\n",
+            "f".repeat(filler)
+        )
+    };
+    let fixed = head(0).len();
+    // A head of exactly the limit is taken; one byte more is refused,
+    // whether it arrives in one piece or in two.
+    let answer = raw_exchange(addr, head(2048 - fixed).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = raw_exchange(addr, head(2049 - fixed).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let long = head(2049 - fixed);
+    stream.write_all(&long.as_bytes()[..1500]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(&long.as_bytes()[1500..]).await.unwrap();
+    let mut pending = Vec::new();
+    let (answer, _) = read_response(&mut stream, &mut pending, false).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    proxy.shutdown().await;
+}

@@ -21,8 +21,9 @@ use super::{
 /// How fast peak-EWMA forgets a latency, by default (Finagle and linkerd use 10 s).
 pub const DEFAULT_EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// The smallest request-head limit: hyper's smallest read buffer.
-pub const MIN_HEADER_LIMIT: u64 = 8 * 1024;
+/// The smallest request-head limit: a request line and a few headers (nginx's
+/// `client_header_buffer_size` default).
+pub const MIN_HEADER_LIMIT: u64 = 1024;
 
 /// The highest weight a server may have.
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -131,7 +132,7 @@ impl Checker<'_> {
                     Some(size) if size < MIN_HEADER_LIMIT => {
                         self.error(
                             value.span(),
-                            format!("max_request_header_size must be at least {MIN_HEADER_LIMIT} bytes (8KiB)"),
+                            format!("max_request_header_size must be at least {MIN_HEADER_LIMIT} bytes (1KiB)"),
                         );
                         defaults.max_request_header_size
                     }

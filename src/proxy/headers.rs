@@ -1,6 +1,7 @@
-//! Header rules of a forwarded request and its response (shared/SPEC.md §4):
-//! hop-by-hop headers removed, X-Forwarded-* set, a request id kept or made.
-//! Everything is done in place on the request's own `HeaderMap`.
+//! Header rules of a forwarded request and its response (shared/SPEC.md §4)
+//! on hyper's `HeaderMap`, for `service.rs`: hop-by-hop headers removed,
+//! X-Forwarded-* set, a request id kept or made, in place. The HTTP/1 path
+//! applies the same rules while it writes heads (`h1/heads.rs`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -15,14 +16,13 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1: `Connection` and every
 /// header it names, plus `Keep-Alive`, `Proxy-Connection`, `TE` (unless it is
 /// exactly `trailers`, which gRPC needs end to end), `Trailer`,
-/// `Transfer-Encoding` and `Upgrade`. With `upgrade` set (an HTTP/1.1 upgrade
-/// being tunnelled), `Upgrade` and `Connection: upgrade` are kept instead.
+/// `Transfer-Encoding` and `Upgrade`.
 ///
 /// Runs on every request and response: one pass over the names decides
 /// whether there is anything to remove (most messages carry no hop-by-hop
 /// header but `Connection`), and the names `Connection` lists are removed by
 /// `&str`, without making a `HeaderName` of each.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let (mut connection, mut others) = (false, false);
     for name in headers.keys() {
         if name == header::CONNECTION {
@@ -32,7 +32,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
     }
     if connection {
-        remove_connection_and_named(headers, upgrade);
+        remove_connection_and_named(headers);
     }
     if others {
         headers.remove(&KEEP_ALIVE);
@@ -45,18 +45,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         if !te_is_trailers {
             headers.remove(header::TE);
         }
-        if !upgrade {
-            headers.remove(header::UPGRADE);
-        }
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.remove(header::UPGRADE);
     }
 }
 
-/// Removes `Connection` and the headers it names (but `Upgrade` when
-/// `upgrade`).
-fn remove_connection_and_named(headers: &mut HeaderMap, upgrade: bool) {
+/// Removes `Connection` and the headers it names.
+fn remove_connection_and_named(headers: &mut HeaderMap) {
     // `remove` returns the first value only; further `Connection` lines are rare.
     let more: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
@@ -70,9 +64,7 @@ fn remove_connection_and_named(headers: &mut HeaderMap, upgrade: bool) {
             continue;
         };
         for token in value.split(',').map(str::trim) {
-            if !(upgrade && token.eq_ignore_ascii_case("upgrade")) {
-                headers.remove(token);
-            }
+            headers.remove(token);
         }
     }
 }
@@ -85,18 +77,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::UPGRADE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
-}
-
-/// True when an HTTP/1.1 request asks to switch protocols (`Connection:
-/// upgrade` and an `Upgrade` header), e.g. a WebSocket handshake.
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Sets `X-Forwarded-For` (appending the client to any list already there),
@@ -183,7 +163,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-kept", "yes"),
         ]);
-        remove_hop_by_hop(&mut headers, false);
+        remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
     }
@@ -197,7 +177,7 @@ mod tests {
             ("x-two", "2"),
             ("x-kept", "yes"),
         ]);
-        remove_hop_by_hop(&mut headers, false);
+        remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
     }
@@ -206,21 +186,15 @@ mod tests {
     fn end_to_end_headers_are_left_alone() {
         let mut headers = map(&[("host", "shop"), ("x-kept", "yes"), ("accept", "*/*")]);
         let before = headers.clone();
-        remove_hop_by_hop(&mut headers, false);
+        remove_hop_by_hop(&mut headers);
         assert_eq!(headers, before);
     }
 
     #[test]
-    fn te_trailers_and_upgrades_are_kept() {
+    fn te_trailers_is_kept() {
         let mut headers = map(&[("te", "trailers")]);
-        remove_hop_by_hop(&mut headers, false);
+        remove_hop_by_hop(&mut headers);
         assert_eq!(headers["te"], "trailers");
-
-        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(wants_upgrade(&headers));
-        remove_hop_by_hop(&mut headers, true);
-        assert_eq!(headers["upgrade"], "websocket");
-        assert_eq!(headers["connection"], "upgrade");
     }
 
     #[test]

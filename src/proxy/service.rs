@@ -1,6 +1,9 @@
-//! One request through the proxy: `router.lookup` -> `upstream.pick` ->
-//! forward over the server's pooled client -> retry or map the error -> stream
-//! the response back (shared/SPEC.md §4).
+//! One request through the proxy on hyper's types: `router.lookup` ->
+//! `upstream.pick` -> forward over the server's pooled client -> retry or map
+//! the error -> stream the response back (shared/SPEC.md §4). It serves HTTP/2
+//! clients, and the HTTP/1 path's requests to HTTP/2 upstreams
+//! (`h1/bridge.rs`). Neither can switch protocols (RFC 8441 is not
+//! supported), so upgrades are the HTTP/1 path's alone.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,8 +15,6 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 
 use super::access_log::AccessRecord;
 use super::attempts::{Attempts, Outcome, Verdict};
@@ -22,7 +23,7 @@ use super::body::{
 };
 use super::client::ClientConn;
 use super::decision::{wants_decision, Decision, DEBUG_HEADER, DECISION_HEADER};
-use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded, wants_upgrade};
+use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded};
 use super::redirect::{https_location, REDIRECT_TEXT};
 use super::request_key::request_key;
 use crate::error::ProxyError;
@@ -88,8 +89,7 @@ pub async fn handle(
             in_flight,
         }) => {
             let (mut parts, body) = response.into_parts();
-            let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-            remove_hop_by_hop(&mut parts.headers, switching);
+            remove_hop_by_hop(&mut parts.headers);
             if let Some(access) = access.as_mut() {
                 access.status = parts.status.as_u16();
             }
@@ -120,7 +120,7 @@ fn request_host(request: &Request<ClientBody>) -> Option<HeaderValue> {
 async fn forward(
     snapshot: &Snapshot,
     conn: &ClientConn,
-    mut request: Request<ClientBody>,
+    request: Request<ClientBody>,
     host: Option<HeaderValue>,
     access: &mut Option<Box<AccessRecord>>,
     decision: &mut Decision,
@@ -157,10 +157,8 @@ async fn forward(
         access.strategy = upstream.strategy.name();
     }
 
-    let upgrade = request.version() == Version::HTTP_11 && wants_upgrade(request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    remove_hop_by_hop(&mut parts.headers, upgrade);
+    remove_hop_by_hop(&mut parts.headers);
     parts.headers.remove(&DEBUG_HEADER);
     set_forwarded(
         &mut parts.headers,
@@ -243,17 +241,7 @@ async fn forward(
         match (verdict, sent) {
             (Verdict::Retry, _) => continue,
             (Verdict::Stop(error), _) => return Err(error),
-            (Verdict::Deliver, Ok(Ok(mut response))) => {
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client_upgrade) = client_upgrade {
-                        let upstream_upgrade = hyper::upgrade::on(&mut response);
-                        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, in_flight));
-                        return Ok(Forwarded {
-                            response,
-                            in_flight: None,
-                        });
-                    }
-                }
+            (Verdict::Deliver, Ok(Ok(response))) => {
                 return Ok(Forwarded {
                     response,
                     in_flight: Some(in_flight),
@@ -339,23 +327,6 @@ impl RequestBody {
                 Some(body)
             }
         }
-    }
-}
-
-/// Copies bytes both ways between the client and the server once both sides
-/// have switched protocols; the server counts as in flight until it closes.
-async fn tunnel(client: OnUpgrade, server: OnUpgrade, in_flight: InFlight) {
-    let (client, server) = match tokio::try_join!(client, server) {
-        Ok(both) => both,
-        Err(error) => {
-            tracing::warn!(server = %in_flight.endpoint().addr, %error, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut server = TokioIo::new(server);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-        tracing::debug!(server = %in_flight.endpoint().addr, %error, "upgraded connection ended");
     }
 }
 

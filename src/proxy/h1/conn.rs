@@ -194,7 +194,11 @@ impl<S: ClientStream> Client<S> {
         let mut timed = first;
         loop {
             match self.head.parse(&self.input) {
+                Ok(true) if self.head.len > self.limits.max_head => {
+                    return Next::Refuse(ProxyError::HeadTooLarge)
+                }
                 Ok(true) => return Next::Head,
+                // Not complete, and already as long as the limit allows.
                 Ok(false) if self.input.len() >= self.limits.max_head => {
                     return Next::Refuse(ProxyError::HeadTooLarge)
                 }

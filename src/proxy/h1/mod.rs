@@ -11,7 +11,7 @@
 mod bridge;
 mod conn;
 mod date;
-mod heads;
+pub mod heads;
 mod relay;
 mod request;
 
