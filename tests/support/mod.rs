@@ -62,40 +62,27 @@ impl Drop for Backend {
     }
 }
 
-/// Starts a backend on 127.0.0.1:0 answering with `handler`.
+/// Starts a backend on 127.0.0.1:0 answering with `handler` (hyper, HTTP/1
+/// and h2c, upgrades allowed).
 pub async fn backend<F, Fut>(handler: F) -> Backend
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let (requests_seen, connections_seen) = (requests.clone(), connections.clone());
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            connections_seen.fetch_add(1, Ordering::SeqCst);
-            let handler = handler.clone();
-            let requests_seen = requests_seen.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    requests_seen.fetch_add(1, Ordering::SeqCst);
-                    let response = handler(request);
-                    async move { Ok::<_, Infallible>(response.await) }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
+    raw_backend(move |stream: TcpStream, requests: Arc<AtomicUsize>| {
+        let handler = handler.clone();
+        async move {
+            let service = service_fn(move |request| {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let response = handler(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
         }
-    });
-    Backend {
-        addr,
-        requests,
-        connections,
-        task,
-    }
+    })
+    .await
 }
 
 /// A loopback backend that speaks raw bytes: `handler` gets each accepted
