@@ -680,3 +680,47 @@ async fn a_small_head_limit_is_kept_to_the_byte() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_and_http1_clients_share_one_pool_and_bodies_pass_both_ways() {
+    // Echoes the SHA-256 of the body it got, or 1 MB for /big.
+    let upstream = backend(|request: Request<Incoming>| async move {
+        if request.uri().path() == "/big" {
+            return Response::new(full(vec![7u8; 1 << 20]));
+        }
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(format!("{:x}", Sha256::digest(&body))))
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let url = |path: &str| support::url(&proxy, path);
+    let empty = || full(Bytes::new());
+    let http1 = support::client();
+    let http2: hyper_util::client::legacy::Client<_, support::TestBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for client in [&http1, &http2, &http1, &http2] {
+        let reply = support::send(client, Request::get(url("/")).body(empty()).unwrap()).await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "one pool of upstream connections"
+    );
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+    let post = Request::post(url("/up"))
+        .body(full(payload.clone()))
+        .unwrap();
+    let reply = support::send(&http2, post).await;
+    assert_eq!(reply.text(), format!("{:x}", Sha256::digest(&payload)));
+    let reply = support::send(&http2, Request::get(url("/big")).body(empty()).unwrap()).await;
+    assert_eq!(reply.body.len(), 1 << 20);
+    assert!(reply.body.iter().all(|&b| b == 7));
+    // After a whole body, the connection went back to the pool.
+    let reply = support::send(&http1, Request::get(url("/")).body(empty()).unwrap()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(upstream.connections(), 1);
+    proxy.shutdown().await;
+}

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
 use super::access_log::AccessRecord;
+use super::h1::PooledBody;
 use crate::server::ActiveRequest;
 use crate::upstream::InFlight;
 
@@ -303,9 +304,46 @@ impl Drop for Completion {
     }
 }
 
+/// A server's response body: from hyper's client (an HTTP/2 server) or
+/// read from a pooled HTTP/1.1 connection (`h1/client.rs`).
+#[derive(Debug)]
+pub enum ServerBody {
+    Hyper(Incoming),
+    Http1(PooledBody),
+}
+
+impl Body for ServerBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ServerBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ServerBody::Http1(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ServerBody::Hyper(body) => body.is_end_stream(),
+            ServerBody::Http1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ServerBody::Hyper(body) => body.size_hint(),
+            ServerBody::Http1(body) => body.size_hint(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum ResponseInner {
-    Upstream(Incoming),
+    Upstream(ServerBody),
     Full(Option<Bytes>),
 }
 
@@ -317,7 +355,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: Incoming, completion: Completion) -> ResponseBody {
+    pub fn upstream(inner: ServerBody, completion: Completion) -> ResponseBody {
         ResponseBody {
             inner: ResponseInner::Upstream(inner),
             completion: Some(completion),
@@ -340,12 +378,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             ResponseInner::Upstream(body) => Pin::new(body).poll_frame(cx),

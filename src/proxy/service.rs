@@ -14,26 +14,76 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use hyper::body::Incoming;
 
 use super::access_log::AccessRecord;
 use super::attempts::{Attempts, Outcome, Verdict};
 use super::body::{
-    BodySlot, BodyTooLarge, ClientBody, Completion, LimitedBody, ResponseBody, UpstreamBody,
+    BodySlot, BodyTooLarge, ClientBody, Completion, LimitedBody, ResponseBody, ServerBody,
+    UpstreamBody,
 };
 use super::client::ClientConn;
 use super::decision::{wants_decision, Decision, DEBUG_HEADER, DECISION_HEADER};
+use super::h1;
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded};
 use super::redirect::{https_location, REDIRECT_TEXT};
 use super::request_key::request_key;
 use crate::error::ProxyError;
 use crate::snapshot::{SharedSnapshot, Snapshot};
-use crate::upstream::{Endpoint, InFlight, Transport};
+use crate::upstream::{Endpoint, InFlight, ServerClient, Transport};
 
 /// A response from a server, with the in-flight guard to release when its body ends.
 struct Forwarded {
-    response: Response<Incoming>,
+    response: Response<ServerBody>,
     in_flight: Option<InFlight>,
+}
+
+/// Why a server gave no response head, by the client that asked it.
+#[derive(Debug)]
+enum ServerError {
+    Http2(hyper_util::client::legacy::Error),
+    Http1(h1::SendFailure),
+}
+
+impl ServerError {
+    fn is_connect(&self) -> bool {
+        match self {
+            ServerError::Http2(error) => error.is_connect(),
+            ServerError::Http1(error) => error.is_connect(),
+        }
+    }
+
+    fn is_body_too_large(&self) -> bool {
+        match self {
+            ServerError::Http2(error) => is_body_too_large(error),
+            ServerError::Http1(error) => error.is_body_too_large(),
+        }
+    }
+
+    /// The error and its causes on one line, for logs.
+    fn describe(&self) -> String {
+        match self {
+            ServerError::Http2(error) => error_chain(error),
+            ServerError::Http1(error) => error.to_string(),
+        }
+    }
+}
+
+/// One request to one server, over the server's client.
+async fn send(
+    client: &ServerClient,
+    request: Request<UpstreamBody>,
+) -> Result<Response<ServerBody>, ServerError> {
+    match client {
+        ServerClient::Http2(client) => client
+            .request(request)
+            .await
+            .map(|response| response.map(ServerBody::Hyper))
+            .map_err(ServerError::Http2),
+        ServerClient::Http1(pool) => h1::send(pool, request)
+            .await
+            .map(|response| response.map(ServerBody::Http1))
+            .map_err(ServerError::Http1),
+    }
 }
 
 /// Serves one client request. Never fails: errors become responses.
@@ -218,15 +268,15 @@ async fn forward(
             access.attempts = attempts.made();
         }
         let sent_at = upstream.tracks_latency().then(std::time::Instant::now);
-        let sent = tokio::time::timeout(upstream.timeout, endpoint.client.request(request)).await;
+        let sent = tokio::time::timeout(upstream.timeout, send(&endpoint.client, request)).await;
         if let (Some(sent_at), Ok(Ok(_))) = (sent_at, &sent) {
             upstream.observe_latency(index, sent_at.elapsed());
         }
         let verdict = match &sent {
             Err(_elapsed) => attempts.judge(index, Outcome::TimedOut),
-            Ok(Err(error)) if is_body_too_large(error) => return Err(ProxyError::BodyTooLarge),
+            Ok(Err(error)) if error.is_body_too_large() => return Err(ProxyError::BodyTooLarge),
             Ok(Err(error)) => {
-                let why = error_chain(error);
+                let why = error.describe();
                 attempts.judge(
                     index,
                     if error.is_connect() {

@@ -7,7 +7,7 @@
 //! connections carry the traffic and the rest age out. A connection the
 //! server closed while it sat idle is noticed from its socket's readiness
 //! when it is taken out, which costs no system call while the socket is
-//! quiet. Idle connections are closed after `IDLE_TIMEOUT` by a sweeper
+//! quiet. Idle connections are closed after `POOL_IDLE_TIMEOUT` by a sweeper
 //! task that runs only while the pool holds some.
 
 use std::io;
@@ -23,8 +23,7 @@ use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// How long a connection may sit idle in the pool (hyper-util's default).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+use super::POOL_IDLE_TIMEOUT;
 
 /// How often a pool with idle connections is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -233,7 +232,7 @@ impl Http1Pool {
     }
 }
 
-/// Closes the pool's connections idle for longer than `IDLE_TIMEOUT` or
+/// Closes the pool's connections idle for longer than `POOL_IDLE_TIMEOUT` or
 /// closed by the server, until the pool is empty or gone.
 async fn sweep(pool: Weak<Http1Pool>) {
     loop {
@@ -244,7 +243,7 @@ async fn sweep(pool: Weak<Http1Pool>) {
         let mut idle = pool.lock();
         let now = Instant::now();
         idle.conns.retain_mut(|(conn, since)| {
-            now.duration_since(*since) < IDLE_TIMEOUT && conn.still_open()
+            now.duration_since(*since) < POOL_IDLE_TIMEOUT && conn.still_open()
         });
         if idle.conns.is_empty() {
             idle.sweeping = false;

@@ -36,15 +36,36 @@ pub use health::{clock_ns, CheckReport, EndpointHealth, LazyNow};
 pub use retry_budget::RetryBudget;
 pub use transport::{PoolSettings, ServerConnector, Transport};
 
-/// How long an idle pooled upstream connection is kept.
+/// How long an idle pooled upstream connection is kept (hyper-util's default).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Weights set through the admin API: upstream name -> server address ->
 /// weight. They win over the config's while the server stays in it.
 pub type WeightOverrides = HashMap<String, HashMap<String, u32>>;
 
-/// The HTTP client of one server: its own pool of keep-alive connections.
-pub type UpstreamClient = Client<ServerConnector, UpstreamBody>;
+/// hyper-util's client for one HTTP/2 server.
+pub type Http2Client = Client<ServerConnector, UpstreamBody>;
+
+/// How one server is reached, by its upstream's `protocol`: HTTP/1.1
+/// connections of our own and their pool (`h1.rs`), or hyper-util's client
+/// for HTTP/2 (h2 over TLS, or h2c). Both kinds of client connection use the
+/// same one, so a server has one pool of idle connections.
+#[derive(Debug, Clone)]
+pub enum ServerClient {
+    Http1(Arc<Http1Pool>),
+    /// Boxed: hyper-util's client is large, and most servers speak HTTP/1.1.
+    Http2(Box<Http2Client>),
+}
+
+impl ServerClient {
+    /// The HTTP/1.1 pool, for an `http1` upstream.
+    pub fn http1(&self) -> Option<&Arc<Http1Pool>> {
+        match self {
+            ServerClient::Http1(pool) => Some(pool),
+            ServerClient::Http2(_) => None,
+        }
+    }
+}
 
 /// One upstream pool, immutable once built.
 #[derive(Debug)]
@@ -271,10 +292,8 @@ pub struct Endpoint {
     pub authority: Authority,
     pub stats: Arc<EndpointStats>,
     pub health: Arc<EndpointHealth>,
-    pub client: UpstreamClient,
-    /// Its HTTP/1.1 connections, for the HTTP/1 path (`proxy/h1`); `None`
-    /// when the upstream speaks HTTP/2.
-    pub http1: Option<Arc<Http1Pool>>,
+    /// Its connections: kept across a reload while the server stays.
+    pub client: ServerClient,
     connect_timeout: Duration,
     /// The transport `client` was made for.
     transport: Arc<Transport>,
@@ -295,27 +314,26 @@ impl Endpoint {
     ) -> Endpoint {
         let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
         let health = before.map_or_else(Default::default, |b| Arc::clone(&b.health));
-        // The clients hold the idle connections; a new connect timeout or
-        // transport needs new ones.
-        let kept = before.filter(|before| {
-            before.connect_timeout == connect_timeout && Arc::ptr_eq(&before.transport, transport)
-        });
-        let http1 = match kept {
-            Some(before) => before.http1.clone(),
-            None => transport
-                .http1_connector(&server.addr, connect_timeout)
-                .map(|connector| Arc::new(Http1Pool::new(connector))),
-        };
-        let client = match kept {
-            Some(before) => before.client.clone(),
-            None => transport.client(
-                &server.addr,
-                PoolSettings {
-                    connect_timeout,
-                    idle_timeout: POOL_IDLE_TIMEOUT,
-                    max_idle_per_host: usize::MAX,
-                },
-            ),
+        // The client holds the idle connections; a new connect timeout or
+        // transport needs a new one.
+        let client = match before {
+            Some(before)
+                if before.connect_timeout == connect_timeout
+                    && Arc::ptr_eq(&before.transport, transport) =>
+            {
+                before.client.clone()
+            }
+            _ => match transport.http1_connector(&server.addr, connect_timeout) {
+                Some(connector) => ServerClient::Http1(Arc::new(Http1Pool::new(connector))),
+                None => ServerClient::Http2(Box::new(transport.client(
+                    &server.addr,
+                    PoolSettings {
+                        connect_timeout,
+                        idle_timeout: POOL_IDLE_TIMEOUT,
+                        max_idle_per_host: usize::MAX,
+                    },
+                ))),
+            },
         };
         Endpoint {
             addr: Arc::from(server.addr.as_str()),
@@ -328,7 +346,6 @@ impl Endpoint {
             stats,
             health,
             client,
-            http1,
             connect_timeout,
             transport: Arc::clone(transport),
             slot_freed,

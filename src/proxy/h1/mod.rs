@@ -5,14 +5,21 @@
 //! bridged to it (`bridge.rs`).
 //!
 //! `conn` owns a client connection (heads, time limits, parking, shutdown);
-//! `request` one request (route, pick, attempts, delivery); `heads` the
-//! heads it writes; `relay` the bodies; `date` the `Date` header.
+//! `request` one request (route, answer or hand on); `forward` its attempts
+//! at an `http1` upstream and the delivery of the response; `exchange` one
+//! exchange on one upstream connection; `heads` the heads it writes;
+//! `relay` the bodies; `date` the `Date` header. `client` sends the requests
+//! of HTTP/2 clients (hyper's types) over the same upstream connections.
 
 mod bridge;
+mod client;
 mod conn;
 mod date;
+mod exchange;
+mod forward;
 pub mod heads;
 mod relay;
 mod request;
 
+pub use client::{send, PooledBody, SendFailure};
 pub use conn::{serve, Limits, PARK_AFTER_IDLE};

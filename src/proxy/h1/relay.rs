@@ -1,40 +1,27 @@
-//! Bodies and heads on the wire for the HTTP/1 path: the request body from
-//! the client to the server (re-framed, counted against `max_request_body`,
-//! with the server watched for an early answer), the response head from the
-//! server, the response body to the client, and the tunnel of an upgrade.
+//! Bodies on the wire for the HTTP/1 path: how a body is taken out of the
+//! bytes that arrive (by its framing, counted against `max_request_body`),
+//! the response body relayed to the client, and the tunnel of an upgrade.
 //! Memory stays bounded: a body moves through the connection's buffers a
 //! piece at a time, whatever its size.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
-use tokio_util::io::poll_read_buf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::{make_room, Client, ClientStream};
 use crate::http1::chunked::{size_line, LAST_CHUNK};
-use crate::http1::{BodyLength, ChunkError, ChunkedDecoder, HeadError};
+use crate::http1::{BodyLength, ChunkError, ChunkedDecoder};
 use crate::upstream::h1::UpstreamStream;
 
 /// The most body data moved in one step.
 const BODY_STEP: usize = 64 * 1024;
 
 /// Reads of bodies get this much room.
-const BODY_READ: usize = 32 * 1024;
-
-/// Reads of response heads get this much room (most heads are far
-/// smaller; a larger one grows it).
-const HEAD_READ: usize = 2 * 1024;
-
-/// The largest response head accepted from a server (HAProxy's default
-/// buffer is 16 KiB; nginx's `proxy_buffer_size` 4-8 KiB).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(super) const BODY_READ: usize = 32 * 1024;
 
 /// Takes a body out of the bytes that arrive, by its framing.
 #[derive(Debug)]
@@ -57,6 +44,15 @@ impl BodyDecoder {
 
     pub fn is_done(&self) -> bool {
         matches!(self, BodyDecoder::Done)
+    }
+
+    /// The bytes of the body still to be taken, when its framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Exact(left) => Some(*left),
+            BodyDecoder::Done => Some(0),
+            BodyDecoder::Chunked(_) | BodyDecoder::UntilClose => None,
+        }
     }
 
     /// Takes what `input` holds of the body (about `BODY_STEP` of data at
@@ -127,7 +123,7 @@ impl BodyDecoder {
 }
 
 /// Appends body data to `out`, as a chunk when `chunked`.
-fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
+pub(super) fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     if chunked {
         size_line(data.len(), out);
         out.extend_from_slice(data);
@@ -220,191 +216,6 @@ impl fmt::Display for UpstreamFault {
             UpstreamFault::Invalid(why) => write!(f, "invalid response: {why}"),
             UpstreamFault::BadChunk(error) => write!(f, "invalid response body: {error}"),
         }
-    }
-}
-
-/// How sending a request body ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Sent {
-    /// All of it went.
-    All,
-    /// The server answered first (its bytes are in `from_upstream`).
-    Answered,
-}
-
-/// Why sending a request body stopped.
-#[derive(Debug)]
-pub(super) enum SendError {
-    Client(ClientFault),
-    Upstream(UpstreamFault),
-    /// The server took nothing more within the upstream's `timeout`.
-    TimedOut,
-}
-
-/// Sends the rest of the request body to the server, re-framed (chunked
-/// when it came chunked), while watching the server: an answer before the
-/// body is all sent ends the sending. Each piece sent or read restarts the
-/// upstream's `timeout`.
-pub(super) async fn send_body<S: ClientStream>(
-    client: &mut Client<S>,
-    upstream: &mut UpstreamStream,
-    body: &mut RequestBody,
-    chunked: bool,
-    timeout: Duration,
-) -> Result<Sent, SendError> {
-    let Client {
-        io,
-        input,
-        out,
-        from_upstream,
-        deadline,
-        ..
-    } = client;
-    out.clear();
-    let mut written = 0;
-    let mut last_chunk_queued = false;
-    deadline.as_mut().reset(Instant::now() + timeout);
-    poll_fn(|cx| loop {
-        make_room(from_upstream, HEAD_READ);
-        match poll_read_buf(Pin::new(&mut *upstream), cx, from_upstream) {
-            Poll::Ready(Ok(0)) => {
-                return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Closed)))
-            }
-            Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Sent::Answered)),
-            Poll::Ready(Err(error)) => {
-                return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Io(error))))
-            }
-            Poll::Pending => {}
-        }
-        if written < out.len() {
-            match Pin::new(&mut *upstream).poll_write(cx, &out[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Closed)))
-                }
-                Poll::Ready(Ok(n)) => {
-                    written += n;
-                    deadline.as_mut().reset(Instant::now() + timeout);
-                    continue;
-                }
-                Poll::Ready(Err(error)) => {
-                    return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Io(error))))
-                }
-                Poll::Pending => {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(SendError::TimedOut));
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-        out.clear();
-        written = 0;
-        if body.is_done() {
-            if chunked && !last_chunk_queued {
-                last_chunk_queued = true;
-                out.extend_from_slice(LAST_CHUNK);
-                continue;
-            }
-            return match Pin::new(&mut *upstream).poll_flush(cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(Sent::All)),
-                Poll::Ready(Err(error)) => {
-                    Poll::Ready(Err(SendError::Upstream(UpstreamFault::Io(error))))
-                }
-                Poll::Pending => Poll::Pending,
-            };
-        }
-        match body.take(input, |data| encode(out, data, chunked)) {
-            Ok(true) => continue,
-            Ok(false) => {}
-            Err(fault) => return Poll::Ready(Err(SendError::Client(fault))),
-        }
-        make_room(input, BODY_READ);
-        match poll_read_buf(Pin::new(&mut *io), cx, input) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                return Poll::Ready(Err(SendError::Client(ClientFault::Gone)))
-            }
-            Poll::Ready(Ok(_)) => {
-                deadline.as_mut().reset(Instant::now() + timeout);
-            }
-            Poll::Pending => {
-                if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(SendError::Client(ClientFault::TimedOut)));
-                }
-                return Poll::Pending;
-            }
-        }
-    })
-    .await
-}
-
-/// Why no response head came.
-#[derive(Debug)]
-pub(super) enum ReceiveError {
-    /// `answered`: some bytes of a response had come.
-    Upstream {
-        fault: UpstreamFault,
-        answered: bool,
-    },
-    TimedOut,
-}
-
-/// Reads the server's response head into `client.response` (bytes in
-/// `client.from_upstream`), skipping interim 1xx responses but 101, until
-/// the deadline already set.
-pub(super) async fn read_response_head<S: ClientStream>(
-    client: &mut Client<S>,
-    upstream: &mut UpstreamStream,
-) -> Result<(), ReceiveError> {
-    let mut answered = !client.from_upstream.is_empty();
-    loop {
-        if !client.from_upstream.is_empty() {
-            let invalid = |why| ReceiveError::Upstream {
-                fault: UpstreamFault::Invalid(why),
-                answered: true,
-            };
-            match client.response.parse(&client.from_upstream) {
-                Ok(true)
-                    if (100..200).contains(&client.response.status)
-                        && client.response.status != 101 =>
-                {
-                    client.from_upstream.advance(client.response.len);
-                    continue;
-                }
-                Ok(true) if client.response.len > MAX_RESPONSE_HEAD => {
-                    return Err(invalid("the response head is too large"))
-                }
-                Ok(true) => return Ok(()),
-                Ok(false) if client.from_upstream.len() > MAX_RESPONSE_HEAD => {
-                    return Err(invalid("the response head is too large"))
-                }
-                Ok(false) => {}
-                Err(HeadError::TooManyHeaders) => return Err(invalid("too many header lines")),
-                Err(HeadError::Malformed(what)) => return Err(invalid(what)),
-            }
-        }
-        make_room(&mut client.from_upstream, HEAD_READ);
-        let read = poll_fn(|cx| {
-            if let Poll::Ready(result) =
-                poll_read_buf(Pin::new(&mut *upstream), cx, &mut client.from_upstream)
-            {
-                return Poll::Ready(Some(result));
-            }
-            if client.deadline.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        let fault = match read {
-            None => return Err(ReceiveError::TimedOut),
-            Some(Ok(0)) => UpstreamFault::Closed,
-            Some(Ok(_)) => {
-                answered = true;
-                continue;
-            }
-            Some(Err(error)) => UpstreamFault::Io(error),
-        };
-        return Err(ReceiveError::Upstream { fault, answered });
     }
 }
 
