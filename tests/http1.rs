@@ -688,6 +688,11 @@ async fn http2_and_http1_clients_share_one_pool_and_bodies_pass_both_ways() {
         if request.uri().path() == "/big" {
             return Response::new(full(vec![7u8; 1 << 20]));
         }
+        if request.uri().path() == "/none" {
+            let mut response = Response::new(full(Bytes::new()));
+            *response.status_mut() = http::StatusCode::NO_CONTENT;
+            return response;
+        }
         let body = request.into_body().collect().await.unwrap().to_bytes();
         Response::new(full(format!("{:x}", Sha256::digest(&body))))
     })
@@ -718,9 +723,60 @@ async fn http2_and_http1_clients_share_one_pool_and_bodies_pass_both_ways() {
     let reply = support::send(&http2, Request::get(url("/big")).body(empty()).unwrap()).await;
     assert_eq!(reply.body.len(), 1 << 20);
     assert!(reply.body.iter().all(|&b| b == 7));
-    // After a whole body, the connection went back to the pool.
+    // After a whole body, and after none at all (nobody polls an empty
+    // body), the connection went back to the pool.
+    for _ in 0..3 {
+        let reply = support::send(&http2, Request::get(url("/none")).body(empty()).unwrap()).await;
+        assert_eq!(reply.status, 204);
+    }
+    let head = Request::head(url("/")).body(empty()).unwrap();
+    assert_eq!(support::send(&http2, head).await.status, 200);
     let reply = support::send(&http1, Request::get(url("/")).body(empty()).unwrap()).await;
     assert_eq!(reply.status, 200);
     assert_eq!(upstream.connections(), 1);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_whose_server_answered_before_the_body_is_not_used_again() {
+    // Answers a POST at once with 413 without reading its body, and keeps
+    // the connection; anything else gets 200. The rest of that body may be
+    // on its way: the connection must not carry another request.
+    let upstream = raw_backend(
+        |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            while let Some(head) = read_head(&mut stream, &mut pending).await {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let answer: &[u8] = if head.starts_with("POST ") {
+                    b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n"
+                } else if head.starts_with("GET ") {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+                };
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
+        },
+    )
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "retries = 0", "")).await;
+    let url = |path: &str| support::url(&proxy, path);
+    let http1 = support::client();
+    let http2: hyper_util::client::legacy::Client<_, support::TestBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let big = vec![b'x'; 4 << 20];
+    for (round, client) in [&http1, &http2].into_iter().enumerate() {
+        let post = Request::post(url("/up")).body(full(big.clone())).unwrap();
+        assert_eq!(support::send(client, post).await.status, 413);
+        let get = Request::get(url("/")).body(full(Bytes::new())).unwrap();
+        assert_eq!(support::send(client, get).await.status, 200);
+        // The POST took a new or pooled connection and dropped it; the GET
+        // needed a new one.
+        assert_eq!(upstream.connections(), round + 2, "round {round}");
+    }
     proxy.shutdown().await;
 }

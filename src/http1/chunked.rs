@@ -320,4 +320,51 @@ mod tests {
             assert_eq!(out, line.as_bytes());
         }
     }
+
+    /// Random bodies, chunked at random with random extensions and
+    /// trailers, fed in random pieces: the same bytes come out.
+    #[test]
+    fn random_bodies_round_trip() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        for _ in 0..500 {
+            let body: Vec<u8> = (0..rng.usize(0..3000)).map(|_| rng.u8(..)).collect();
+            let mut encoded = Vec::new();
+            let mut rest = &body[..];
+            while !rest.is_empty() {
+                let take = rng.usize(1..=rest.len().min(700));
+                size_line(take, &mut encoded);
+                if rng.bool() {
+                    encoded.truncate(encoded.len() - 2);
+                    encoded.extend_from_slice(b";name=\"value\"\r\n");
+                }
+                encoded.extend_from_slice(&rest[..take]);
+                encoded.extend_from_slice(b"\r\n");
+                rest = &rest[take..];
+            }
+            encoded.extend_from_slice(b"0\r\n");
+            if rng.bool() {
+                encoded.extend_from_slice(b"X-Checksum: 1\r\n");
+            }
+            encoded.extend_from_slice(b"\r\n");
+            let (data, done) = decode(&encoded, rng.usize(1..64)).unwrap();
+            assert_eq!(data, body);
+            assert!(done);
+        }
+    }
+
+    /// Random bytes, biased towards the ones framing is made of: an error or
+    /// a result, never a panic, and never more data than was fed.
+    #[test]
+    fn random_input_is_refused_or_decoded_safely() {
+        let mut rng = fastrand::Rng::with_seed(0xbad);
+        let alphabet = b"0123456789abcdefABCDEF;= \t\r\nxyz\x00\x7f";
+        for _ in 0..5000 {
+            let input: Vec<u8> = (0..rng.usize(0..200))
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            if let Ok((data, _)) = decode(&input, rng.usize(1..16)) {
+                assert!(data.len() <= input.len());
+            }
+        }
+    }
 }

@@ -305,4 +305,44 @@ mod tests {
         let old = response("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
         assert!(!old.keep_alive);
     }
+
+    /// Valid heads with random bytes changed, inserted or cut: parsing and
+    /// framing refuse or accept them, never panic, and every offset they
+    /// give lies within the buffer.
+    #[test]
+    fn mutated_heads_are_handled_safely() {
+        let mut rng = fastrand::Rng::with_seed(0xf00d);
+        let seeds: [&[u8]; 3] = [
+            b"POST /a?b HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+            b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nX: y\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 1\r\n\r\n",
+        ];
+        let noise = b" :,;\r\n\t\x00\x7f\xffHTP/1.0aZ";
+        for _ in 0..5000 {
+            let mut bytes = seeds[rng.usize(..seeds.len())].to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(..=bytes.len());
+                let byte = noise[rng.usize(..noise.len())];
+                match rng.u8(..3) {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => bytes.truncate(at),
+                }
+            }
+            let mut request = RequestHead::default();
+            if let Ok(true) = request.parse(&bytes) {
+                assert!(request.len <= bytes.len());
+                let _ = request.target.of(&bytes);
+                for line in request.headers.iter() {
+                    let _ = (line.name.of(&bytes), line.value.of(&bytes));
+                }
+                let _ = request_framing(&request, &bytes);
+            }
+            let mut response = ResponseHead::default();
+            if let Ok(true) = response.parse(&bytes) {
+                assert!(response.len <= bytes.len());
+                let _ = response_framing(&response, &bytes, rng.bool());
+            }
+        }
+    }
 }

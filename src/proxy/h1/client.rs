@@ -21,7 +21,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::conn::make_room;
 use super::exchange::{
-    pump_body, read_response_head, write_head, BodySource, ExchangeError, SendError,
+    pump_body, read_response_head, write_head, BodySource, ExchangeError, SendError, Sent,
 };
 use super::relay::{encode, BodyDecoder, UpstreamFault, BODY_READ};
 use crate::http1::chunked::LAST_CHUNK;
@@ -197,7 +197,7 @@ pub async fn send(
         Some(conn) => conn,
         None => pool.connector.connect().await?,
     };
-    loop {
+    let body_sent = loop {
         let exchanged = exchange(
             &mut conn.stream,
             &head,
@@ -208,14 +208,14 @@ pub async fn send(
         )
         .await;
         match exchanged {
-            Ok(()) => break,
+            Ok(body_sent) => break body_sent,
             Err(error) if conn.reused && error.may_resend(replayable) => {
                 tracing::debug!(%error, "a pooled upstream connection was closed by the server; sending again on a new one");
                 conn = pool.connector.connect().await?;
             }
             Err(error) => return Err(error.into()),
         }
-    }
+    };
     if response.status == 101 {
         return Err(SendFailure::invalid(
             "a switch of protocols nobody asked for",
@@ -235,13 +235,19 @@ pub async fn send(
             headers.append(name, value);
         }
     }
-    let pooled = PooledBody {
+    let mut pooled = PooledBody {
         conn: Some(conn),
         buf: from_upstream,
         decoder: BodyDecoder::new(framing.body),
         pool: Arc::clone(pool),
-        reusable: framing.keep_alive,
+        // A server that answered before the whole request body came has
+        // the rest of it coming: the connection cannot carry another.
+        reusable: framing.keep_alive && body_sent,
     };
+    // With no body to read, nobody need poll it: the connection goes back now.
+    if pooled.decoder.is_done() {
+        pooled.finish();
+    }
     let mut response = Response::new(pooled);
     *response.status_mut() = status;
     *response.version_mut() = Version::HTTP_11;
@@ -249,7 +255,8 @@ pub async fn send(
     Ok(response)
 }
 
-/// The request on one connection, and the response head.
+/// The request on one connection, and the response head; true when the
+/// whole request body went before the answer came.
 async fn exchange(
     upstream: &mut UpstreamStream,
     head: &[u8],
@@ -257,10 +264,10 @@ async fn exchange(
     framing: RequestFraming,
     from_upstream: &mut BytesMut,
     response: &mut ResponseHead,
-) -> Result<(), ExchangeError> {
+) -> Result<bool, ExchangeError> {
     from_upstream.clear();
     write_head(upstream, head).await?;
-    if framing == RequestFraming::None {
+    let sent = if framing == RequestFraming::None {
         upstream
             .flush()
             .await
@@ -268,6 +275,7 @@ async fn exchange(
                 fault: UpstreamFault::Io(error),
                 answered: false,
             })?;
+        Sent::All
     } else {
         let mut source = HyperBodySource {
             body,
@@ -277,11 +285,12 @@ async fn exchange(
         let mut out = Vec::new();
         pump_body(upstream, from_upstream, &mut out, &mut source, None)
             .await
-            .map_err(ExchangeError::of_send)?;
-    }
+            .map_err(ExchangeError::of_send)?
+    };
     read_response_head(upstream, from_upstream, response, None)
         .await
-        .map_err(ExchangeError::of_receive)
+        .map_err(ExchangeError::of_receive)?;
+    Ok(sent == Sent::All)
 }
 
 /// A response body read from its connection as it is polled; the
