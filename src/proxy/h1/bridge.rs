@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::conn::{Client, ClientStream, Read};
-use super::heads::{Persistence, CONTINUE};
+use super::heads::{content_length_header, header, Persistence, CONTINUE};
 use super::relay::{ClientFault, RequestBody};
 use super::request::{After, Facts};
 use crate::error::ProxyError;
@@ -275,17 +275,10 @@ fn write_head(
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
-        Framing::Length(length) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        Framing::Length(length) => content_length_header(out, length),
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::UntilClose => {}
     }

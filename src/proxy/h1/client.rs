@@ -13,16 +13,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
 use tokio_util::io::poll_read_buf;
 
 use super::conn::make_room;
 use super::exchange::{
-    pump_body, read_response_head, write_head, BodySource, ExchangeError, SendError, Sent,
+    flush, pump_body, read_response_head, write_head, BodySource, ExchangeError, SendError, Sent,
 };
+use super::heads::{content_length_header, header};
 use super::relay::{encode, BodyDecoder, UpstreamFault, BODY_READ};
 use crate::http1::chunked::LAST_CHUNK;
 use crate::http1::{response_framing, ResponseHead};
@@ -149,21 +149,14 @@ fn write_request_head(out: &mut Vec<u8>, request: &Request<UpstreamBody>, framin
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in request.headers() {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         RequestFraming::None => {}
-        RequestFraming::Length(length) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        RequestFraming::Length(length) => content_length_header(out, length),
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
@@ -268,13 +261,7 @@ async fn exchange(
     from_upstream.clear();
     write_head(upstream, head).await?;
     let sent = if framing == RequestFraming::None {
-        upstream
-            .flush()
-            .await
-            .map_err(|error| ExchangeError::Upstream {
-                fault: UpstreamFault::Io(error),
-                answered: false,
-            })?;
+        flush(upstream).await?;
         Sent::All
     } else {
         let mut source = HyperBodySource {

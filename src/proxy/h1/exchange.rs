@@ -327,6 +327,17 @@ impl fmt::Display for ExchangeError {
     }
 }
 
+/// Pushes out what was written (a TLS stream may hold it back).
+pub(super) async fn flush(upstream: &mut UpstreamStream) -> Result<(), ExchangeError> {
+    upstream
+        .flush()
+        .await
+        .map_err(|error| ExchangeError::Upstream {
+            fault: UpstreamFault::Io(error),
+            answered: false,
+        })
+}
+
 /// Writes a request head; when its first write fails, nothing was sent.
 pub(super) async fn write_head(
     upstream: &mut UpstreamStream,

@@ -12,7 +12,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::conn::{Client, ClientStream};
 use super::exchange::{
-    pump_body, read_response_head, write_head, ClientBodySource, ExchangeError, SendError, Sent,
+    flush, pump_body, read_response_head, write_head, ClientBodySource, ExchangeError, SendError,
+    Sent,
 };
 use super::heads::{write_client_response, ClientFraming, Persistence, CONTINUE};
 use super::relay::{self, BodyDecoder, ClientFault, RequestBody, UpstreamFault};
@@ -202,13 +203,7 @@ impl Exchange {
         client.from_upstream.clear();
         write_head(upstream, &client.out).await?;
         if body.is_done() {
-            upstream
-                .flush()
-                .await
-                .map_err(|error| ExchangeError::Upstream {
-                    fault: UpstreamFault::Io(error),
-                    answered: false,
-                })?;
+            flush(upstream).await?;
         } else {
             if self.facts.framing.expect_continue && !*continue_sent && client.input.is_empty() {
                 *continue_sent = true;

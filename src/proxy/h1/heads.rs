@@ -113,10 +113,18 @@ impl<'a> ConnectionNamed<'a> {
     }
 }
 
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Appends the header line `name: value`.
+pub(super) fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `content-length: <length>`.
+pub(super) fn content_length_header(out: &mut Vec<u8>, length: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -306,9 +314,7 @@ pub fn write_local_response(
         status.canonical_reason().unwrap_or("").as_bytes(),
     );
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(text.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    content_length_header(out, text.len() as u64);
     write_date_header(out);
     if let Some(location) = location {
         header(out, b"location", location.as_bytes());
