@@ -120,6 +120,12 @@ fn build_step(c: &mut Criterion) {
             ))
         })
     });
+    let mut edited: Vec<String> = live.clone();
+    edited[0] = "127.0.0.1:8999".into();
+    let changed = parse_config(&big_config(&edited, 2), "big.toml").unwrap();
+    group.bench_function("describe_changes", |b| {
+        b.iter(|| black_box(usherd::reload::diff::describe(&parsed, black_box(&changed))))
+    });
     group.finish();
 }
 

@@ -142,6 +142,153 @@ async fn replacing_the_file_by_rename_reloads() {
     );
 }
 
+/// Appends a line to a log file beside the config every 20 ms until dropped,
+/// as an access log written next to the config does under traffic.
+struct NeighbourWriter {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NeighbourWriter {
+    fn start(directory: &std::path::Path) -> NeighbourWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let path = directory.join("usherd.log");
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = std::fs::File::create(&path).unwrap();
+            // Bounded: 60 s at most, whatever the test does.
+            for line in 0..3_000 {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                writeln!(log, "request {line}").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        NeighbourWriter {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NeighbourWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+/// Polls until `base` serves `name`; how long that took.
+async fn time_until_serving(base: &str, name: &str) -> Option<Duration> {
+    let start = Instant::now();
+    eventually(Duration::from_secs(10), || serves(base, name))
+        .await
+        .then(|| start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beside_the_config_do_not_hold_a_reload_back() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let (proxy, config) =
+        spawn_binary_with(&single_pool(&a.addr.to_string(), false), 1, "info", &[]);
+    let base = format!("http://{}", proxy.addr("web"));
+    assert!(serves(&base, "a").await);
+    let _writer = NeighbourWriter::start(config.directory());
+
+    std::fs::write(config.as_path(), single_pool(&b.addr.to_string(), false)).unwrap();
+    let took = time_until_serving(&base, "b").await;
+    assert!(
+        took.is_some_and(|took| took < Duration::from_millis(1500)),
+        "an edit in place took {took:?} while a file beside it was written"
+    );
+
+    let staged = config.directory().join("usherd.toml.tmp");
+    std::fs::write(&staged, single_pool(&a.addr.to_string(), false)).unwrap();
+    std::fs::rename(&staged, config.as_path()).unwrap();
+    let took = time_until_serving(&base, "a").await;
+    assert!(
+        took.is_some_and(|took| took < Duration::from_millis(1500)),
+        "a replacement by rename took {took:?} while a file beside it was written"
+    );
+}
+
+/// Points the symlink `link` at `target` in one rename, as `ln -sfn` and
+/// Kubernetes do.
+fn repoint(link: &std::path::Path, target: &std::path::Path) {
+    let mut staged = link.as_os_str().to_owned();
+    staged.push("_tmp");
+    std::os::unix::fs::symlink(target, &staged).unwrap();
+    std::fs::rename(&staged, link).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_path_that_is_a_symlink_follows_its_target() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let c = echo_backend("c").await;
+    let links = support::tempfile_path::TempPath::new("usherd", "toml");
+    let targets = support::tempfile_path::TempPath::new("first", "toml");
+    let first = targets.as_path().to_path_buf();
+    let second = targets.directory().join("second.toml");
+    std::fs::write(&first, single_pool(&a.addr.to_string(), false)).unwrap();
+    std::fs::write(&second, single_pool(&b.addr.to_string(), false)).unwrap();
+    std::os::unix::fs::symlink(&first, links.as_path()).unwrap();
+    let proxy = support::spawn_binary_at(links.as_path(), 1, "info", &[]);
+    let base = format!("http://{}", proxy.addr("web"));
+    assert!(serves(&base, "a").await);
+    let _writer = NeighbourWriter::start(targets.directory());
+
+    repoint(links.as_path(), &second);
+    let took = time_until_serving(&base, "b").await;
+    assert!(
+        took.is_some_and(|took| took < Duration::from_millis(1500)),
+        "repointing the symlink took {took:?}"
+    );
+    // The target, in another directory, edited in place.
+    std::fs::write(&second, single_pool(&c.addr.to_string(), false)).unwrap();
+    let took = time_until_serving(&base, "c").await;
+    assert!(
+        took.is_some_and(|took| took < Duration::from_millis(1500)),
+        "an edit of the symlink's target took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_configmap_swap_reloads() {
+    // The layout a ConfigMap volume has: usherd.toml -> ..data/usherd.toml,
+    // ..data -> ..<timestamp>/, and an update swaps ..data.
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let volume = support::tempfile_path::TempPath::new("usherd", "toml");
+    let dir = volume.directory();
+    for (version, backend) in [("..v1", &a), ("..v2", &b)] {
+        std::fs::create_dir(dir.join(version)).unwrap();
+        std::fs::write(
+            dir.join(version).join("usherd.toml"),
+            single_pool(&backend.addr.to_string(), false),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/usherd.toml", volume.as_path()).unwrap();
+    let proxy = support::spawn_binary_at(volume.as_path(), 1, "info", &[]);
+    let base = format!("http://{}", proxy.addr("web"));
+    assert!(serves(&base, "a").await);
+    let _writer = NeighbourWriter::start(dir);
+
+    repoint(&dir.join("..data"), std::path::Path::new("..v2"));
+    let took = time_until_serving(&base, "b").await;
+    assert!(
+        took.is_some_and(|took| took < Duration::from_millis(1500)),
+        "the ..data swap took {took:?}"
+    );
+}
+
 async fn post(url: &str) -> support::Reply {
     let request = Request::post(url)
         .body(Empty::new().map_err(|never| match never {}).boxed())

@@ -2,6 +2,7 @@
 //! (`validate`), and the typed `Config` the rest of the proxy is built from.
 
 mod file;
+mod serialize;
 mod tls;
 mod validate;
 
@@ -11,14 +12,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::tls::{CaBundle, CertStore};
 
 pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY, MAX_WEIGHT};
 
 /// A validated configuration with every default applied.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// It serializes (to JSON, say) with the file's key names, durations as
+/// `5s` and secrets as fingerprints: the reload's change list compares two
+/// configs that way, so every field is covered without listing it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Where the config was read from (`None` for the embedded demo config).
+    #[serde(skip)]
     pub path: Option<PathBuf>,
     pub global: Global,
     pub admin: Option<Admin>,
@@ -26,13 +34,17 @@ pub struct Config {
     pub vhosts: Vec<Vhost>,
     pub upstreams: Vec<Upstream>,
     /// Things that are allowed but probably not what the user meant.
+    #[serde(skip)]
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Global {
+    #[serde(serialize_with = "serialize::duration")]
     pub shutdown_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub header_read_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub max_request_header_size: usize,
@@ -53,13 +65,14 @@ impl Default for Global {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Admin {
     pub listen: SocketAddr,
+    #[serde(serialize_with = "serialize::secret")]
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Listener {
     pub name: String,
     pub listen: SocketAddr,
@@ -69,17 +82,20 @@ pub struct Listener {
 }
 
 /// TLS termination on a listener.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ListenerTls {
     /// Chosen by SNI; the first is the default for clients without SNI or
     /// with a name no certificate has.
+    #[serde(serialize_with = "serialize::certificates")]
     pub certs: Arc<CertStore>,
+    #[serde(serialize_with = "serialize::duration")]
     pub handshake_timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Vhost {
     pub name: String,
+    #[serde(serialize_with = "serialize::displayed_list")]
     pub hosts: Vec<HostPattern>,
     /// Names of the listeners this vhost is served on (all of them by default).
     pub listeners: Vec<String>,
@@ -107,33 +123,39 @@ impl fmt::Display for HostPattern {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Route {
     pub path: String,
     pub upstream: String,
     pub strip_prefix: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Upstream {
     pub name: String,
+    #[serde(serialize_with = "serialize::strategy")]
     pub strategy: StrategyKind,
     pub servers: Vec<Server>,
+    #[serde(serialize_with = "serialize::duration")]
     pub connect_timeout: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub timeout: Duration,
     pub retries: u32,
     /// `None` means unlimited (`0` in the file).
     pub max_connections_per_server: Option<u32>,
     /// Set when the strategy is `consistent_hash`.
+    #[serde(flatten)]
     pub hash: Option<HashSettings>,
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
+    #[serde(flatten)]
     pub transport: Transport,
 }
 
 /// How usherd talks to an upstream's servers.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Transport {
+    #[serde(serialize_with = "serialize::protocol")]
     pub protocol: UpstreamProtocol,
     pub tls: Option<UpstreamTls>,
 }
@@ -160,21 +182,24 @@ impl UpstreamProtocol {
 }
 
 /// TLS to an upstream's servers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamTls {
     /// The name sent as SNI and verified; default: the host of each server's address.
     pub server_name: Option<String>,
     /// Roots to verify against; `None`: the system's roots.
+    #[serde(rename = "ca_file", serialize_with = "serialize::ca_bundle")]
     pub ca: Option<CaBundle>,
     pub insecure_skip_verify: bool,
 }
 
 /// What `consistent_hash` hashes, and its bounded-load factor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HashSettings {
+    #[serde(rename = "hash_key", serialize_with = "serialize::displayed")]
     pub key: HashKey,
     /// A server above this factor x the pool's average in-flight is passed
     /// over for the next one on the ring (consistent hashing with bounded loads).
+    #[serde(rename = "hash_balance_factor")]
     pub balance_factor: Option<f64>,
 }
 
@@ -199,16 +224,19 @@ impl std::fmt::Display for HashKey {
 }
 
 /// Active health checks of an upstream's servers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheck {
     pub path: String,
+    #[serde(serialize_with = "serialize::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "serialize::duration")]
     pub timeout: Duration,
     /// Consecutive passes that mark a server healthy.
     pub rise: u32,
     /// Consecutive failures that mark a server unhealthy.
     pub fall: u32,
     /// Inclusive ranges of statuses that pass.
+    #[serde(serialize_with = "serialize::status_ranges")]
     pub expect_status: Vec<(u16, u16)>,
 }
 
@@ -221,13 +249,14 @@ impl HealthCheck {
 }
 
 /// Passive ejection of servers failing live traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Outlier {
     pub consecutive_failures: u32,
+    #[serde(serialize_with = "serialize::duration")]
     pub ejection_time: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Server {
     /// `host:port` exactly as written; names are resolved by DNS when connecting.
     pub addr: String,

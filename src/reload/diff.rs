@@ -1,325 +1,204 @@
 //! A short human description of what a reload changes, one line per changed
-//! listener, vhost, upstream or setting, e.g.
+//! listener, vhost, upstream or section, e.g.
 //! `upstream api: +127.0.0.1:9004, 127.0.0.1:9001 weight 5 -> 3` or
-//! `vhost shop: route /v2/ added`. Logged with the reload and shown in
-//! `GET /status` under `last_reload.changes`.
+//! `upstream api: health_check.interval 3s -> 5s`. Logged with the reload and
+//! shown in `GET /status` under `last_reload.changes`.
+//!
+//! Both configs are serialized (`Config`'s `Serialize`, with the file's key
+//! names) and the two trees are compared, so every field is covered by
+//! construction: a field added to the config shows up here without a line of
+//! this file changing. Lists of named things are paired by their identity
+//! (`name`, a server's `addr`, a route's `path`), not by position.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt::Display;
-use std::hash::Hash;
-use std::time::Duration;
+use std::collections::HashSet;
 
-use crate::config::{Config, Listener, ListenerTls, Route, Transport, Upstream, Vhost};
+use serde_json::{Map, Value};
+
+use crate::config::Config;
 
 /// The changes from `old` to `new`, in a stable order.
 pub fn describe(old: &Config, new: &Config) -> Vec<String> {
+    let old = serde_json::to_value(old).expect("a config serializes");
+    let new = serde_json::to_value(new).expect("a config serializes");
+    let (Value::Object(old), Value::Object(new)) = (old, new) else {
+        unreachable!("a config serializes to an object");
+    };
     let mut changes = Vec::new();
-    global_changes(old, new, &mut changes);
-    admin_changes(old, new, &mut changes);
-    for (name, before, after) in pair_up(&old.listeners, &new.listeners, |l| &l.name) {
-        match (before, after) {
-            (None, Some(after)) => {
-                changes.push(format!("listener {name} added on {}", after.listen))
-            }
-            (Some(_), None) => changes.push(format!("listener {name} removed")),
-            (Some(before), Some(after)) => {
-                let parts = listener_changes(before, after);
-                if !parts.is_empty() {
-                    changes.push(format!("listener {name}: {}", parts.join(", ")));
-                }
-            }
-            (None, None) => {}
+    for (section, before, after) in pair_keys(&old, &new) {
+        if before == after {
+            continue;
         }
-    }
-    for (name, before, after) in pair_up(&old.vhosts, &new.vhosts, |v| &v.name) {
         match (before, after) {
-            (None, Some(_)) => changes.push(format!("vhost {name} added")),
-            (Some(_), None) => changes.push(format!("vhost {name} removed")),
-            (Some(before), Some(after)) => {
-                let parts = vhost_changes(before, after);
-                if !parts.is_empty() {
-                    changes.push(format!("vhost {name}: {}", parts.join(", ")));
+            (Value::Array(before), Value::Array(after)) => {
+                let label = singular(section);
+                for (name, old_item, new_item) in pair_items(before, after, "name") {
+                    match (old_item, new_item) {
+                        (None, Some(item)) => {
+                            changes.push(format!("{label} {name} added{}", summary(item)))
+                        }
+                        (Some(_), None) => changes.push(format!("{label} {name} removed")),
+                        (Some(a), Some(b)) => {
+                            let mut parts = Vec::new();
+                            compare("", a, b, &mut parts);
+                            if !parts.is_empty() {
+                                changes.push(format!("{label} {name}: {}", parts.join(", ")));
+                            }
+                        }
+                        (None, None) => {}
+                    }
                 }
             }
-            (None, None) => {}
-        }
-    }
-    for (name, before, after) in pair_up(&old.upstreams, &new.upstreams, |u| &u.name) {
-        match (before, after) {
-            (None, Some(after)) => changes.push(format!(
-                "upstream {name} added ({}, {} servers)",
-                after.strategy.name(),
-                after.servers.len()
-            )),
-            (Some(_), None) => changes.push(format!("upstream {name} removed")),
-            (Some(before), Some(after)) => {
-                let parts = upstream_changes(before, after);
-                if !parts.is_empty() {
-                    changes.push(format!("upstream {name}: {}", parts.join(", ")));
-                }
+            (Value::Null, after) => changes.push(format!("{section} added{}", summary(after))),
+            (_, Value::Null) => changes.push(format!("{section} removed")),
+            (before, after) => {
+                let mut parts = Vec::new();
+                compare("", before, after, &mut parts);
+                changes.push(format!("{section}: {}", parts.join(", ")));
             }
-            (None, None) => {}
         }
     }
     changes
 }
 
-fn global_changes(old: &Config, new: &Config, changes: &mut Vec<String>) {
-    let (a, b) = (&old.global, &new.global);
-    let mut parts = Vec::new();
-    changed_duration(
-        &mut parts,
-        "shutdown_timeout",
-        a.shutdown_timeout,
-        b.shutdown_timeout,
-    );
-    changed_duration(
-        &mut parts,
-        "header_read_timeout",
-        a.header_read_timeout,
-        b.header_read_timeout,
-    );
-    changed_duration(&mut parts, "idle_timeout", a.idle_timeout, b.idle_timeout);
-    changed(
-        &mut parts,
-        "max_connections",
-        a.max_connections,
-        b.max_connections,
-    );
-    changed(
-        &mut parts,
-        "max_request_header_size",
-        a.max_request_header_size,
-        b.max_request_header_size,
-    );
-    changed(
-        &mut parts,
-        "max_request_body",
-        a.max_request_body.unwrap_or(0),
-        b.max_request_body.unwrap_or(0),
-    );
-    if !parts.is_empty() {
-        changes.push(format!("global: {}", parts.join(", ")));
+/// Appends one part per difference between `old` and `new` found at `path`.
+fn compare(path: &str, old: &Value, new: &Value, parts: &mut Vec<String>) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, before, after) in pair_keys(a, b) {
+                compare(&join(path, key), before, after, parts);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => match identity(a, b) {
+            Some(id) => compare_items(path, id, a, b, parts),
+            None => parts.push(leaf_change(path, old, new)),
+        },
+        (Value::Null, Value::Object(_)) => parts.push(format!("{path} added")),
+        (Value::Object(_), Value::Null) => parts.push(format!("{path} removed")),
+        _ => parts.push(leaf_change(path, old, new)),
     }
 }
 
-fn admin_changes(old: &Config, new: &Config, changes: &mut Vec<String>) {
-    match (&old.admin, &new.admin) {
-        (None, Some(admin)) => changes.push(format!("admin added on {}", admin.listen)),
-        (Some(_), None) => changes.push("admin removed".into()),
-        (Some(a), Some(b)) => {
-            let mut parts = Vec::new();
-            changed(&mut parts, "listen", a.listen, b.listen);
-            if a.token != b.token {
-                parts.push("token changed".into());
-            }
-            if !parts.is_empty() {
-                changes.push(format!("admin: {}", parts.join(", ")));
-            }
-        }
-        (None, None) => {}
-    }
-}
-
-fn vhost_changes(before: &Vhost, after: &Vhost) -> Vec<String> {
-    let mut parts = Vec::new();
-    for host in &after.hosts {
-        if !before.hosts.contains(host) {
-            parts.push(format!("+host {host}"));
-        }
-    }
-    for host in &before.hosts {
-        if !after.hosts.contains(host) {
-            parts.push(format!("-host {host}"));
-        }
-    }
-    if before.listeners != after.listeners {
-        parts.push(format!(
-            "listeners {} -> {}",
-            before.listeners.join("+"),
-            after.listeners.join("+")
-        ));
-    }
-    for (path, old_route, new_route) in pair_up(&before.routes, &after.routes, |r: &Route| &r.path)
-    {
-        match (old_route, new_route) {
-            (None, Some(route)) => parts.push(format!("route {path} added -> {}", route.upstream)),
-            (Some(_), None) => parts.push(format!("route {path} removed")),
-            (Some(a), Some(b)) => {
-                if a.upstream != b.upstream {
-                    parts.push(format!(
-                        "route {path} -> {} (was {})",
-                        b.upstream, a.upstream
-                    ));
-                }
-                if a.strip_prefix != b.strip_prefix {
-                    let state = if b.strip_prefix { "on" } else { "off" };
-                    parts.push(format!("route {path} strip_prefix {state}"));
-                }
-            }
+/// Lists of servers (by `addr`) and routes (by `path`): `+addr`, `-addr`,
+/// `addr weight 1 -> 2`; `route /v2/ added`, `route /v2/ upstream a -> b`.
+fn compare_items(path: &str, id: &str, a: &[Value], b: &[Value], parts: &mut Vec<String>) {
+    let servers = id == "addr";
+    let label = singular(path.rsplit('.').next().unwrap_or(path));
+    for (key, before, after) in pair_items(a, b, id) {
+        let item = if servers {
+            key.to_string()
+        } else {
+            format!("{label} {key}")
+        };
+        match (before, after) {
+            (None, Some(_)) if servers => parts.push(format!("+{key}")),
+            (Some(_), None) if servers => parts.push(format!("-{key}")),
+            (None, Some(added)) => parts.push(format!("{item} added{}", summary(added))),
+            (Some(_), None) => parts.push(format!("{item} removed")),
+            (Some(before), Some(after)) => compare(&format!("{item} "), before, after, parts),
             (None, None) => {}
         }
     }
-    parts
 }
 
-fn listener_changes(before: &Listener, after: &Listener) -> Vec<String> {
-    let mut parts = Vec::new();
-    if before.listen != after.listen {
-        parts.push(format!("{} -> {}", before.listen, after.listen));
-    }
-    match (&before.tls, &after.tls) {
-        (None, Some(_)) => parts.push("tls on".into()),
-        (Some(_), None) => parts.push("tls off".into()),
-        (Some(old), Some(new)) => {
-            if old.certs != new.certs {
-                let names = |tls: &ListenerTls| {
-                    tls.certs
-                        .certs()
-                        .iter()
-                        .map(|cert| cert.names.join("+"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                };
-                parts.push(format!("certificates changed ({})", names(new)));
-            }
-            changed_duration(
-                &mut parts,
-                "handshake_timeout",
-                old.handshake_timeout,
-                new.handshake_timeout,
-            );
-        }
-        (None, None) => {}
-    }
-    let redirect = |l: &Listener| l.redirect_https.map_or("-".to_string(), |p| p.to_string());
-    changed(
-        &mut parts,
-        "redirect_https",
-        redirect(before),
-        redirect(after),
-    );
-    parts
-}
-
-fn upstream_changes(before: &Upstream, after: &Upstream) -> Vec<String> {
-    let mut parts = Vec::new();
-    if before.transport != after.transport {
-        parts.push(format!(
-            "transport {} -> {}",
-            transport_name(&before.transport),
-            transport_name(&after.transport)
-        ));
-    }
-    changed(
-        &mut parts,
-        "strategy",
-        before.strategy.name(),
-        after.strategy.name(),
-    );
-    let hash_key = |u: &Upstream| {
-        u.hash
-            .as_ref()
-            .map_or("-".to_string(), |h| h.key.to_string())
-    };
-    changed(&mut parts, "hash_key", hash_key(before), hash_key(after));
-    let factor = |u: &Upstream| {
-        u.hash
-            .as_ref()
-            .and_then(|h| h.balance_factor)
-            .map_or("-".to_string(), |f| f.to_string())
-    };
-    changed(
-        &mut parts,
-        "hash_balance_factor",
-        factor(before),
-        factor(after),
-    );
-    for (addr, old_server, new_server) in pair_up(&before.servers, &after.servers, |s| &s.addr) {
-        match (old_server, new_server) {
-            (None, Some(_)) => parts.push(format!("+{addr}")),
-            (Some(_), None) => parts.push(format!("-{addr}")),
-            (Some(a), Some(b)) if a.weight != b.weight => {
-                parts.push(format!("{addr} weight {} -> {}", a.weight, b.weight))
-            }
-            _ => {}
-        }
-    }
-    changed_duration(
-        &mut parts,
-        "connect_timeout",
-        before.connect_timeout,
-        after.connect_timeout,
-    );
-    changed_duration(&mut parts, "timeout", before.timeout, after.timeout);
-    changed(&mut parts, "retries", before.retries, after.retries);
-    changed(
-        &mut parts,
-        "max_connections_per_server",
-        before.max_connections_per_server.unwrap_or(0),
-        after.max_connections_per_server.unwrap_or(0),
-    );
-    parts
-}
-
-/// `h2c`, `http1+tls`, `h2+tls(ca certs/ca.pem)`, ...
-fn transport_name(transport: &Transport) -> String {
-    let mut name = transport.protocol.name().to_string();
-    if let Some(tls) = &transport.tls {
-        name.push_str("+tls");
-        let mut details = Vec::new();
-        if let Some(server_name) = &tls.server_name {
-            details.push(format!("name {server_name}"));
-        }
-        if let Some(ca) = &tls.ca {
-            details.push(format!("ca {}", ca.path.display()));
-        }
-        if tls.insecure_skip_verify {
-            details.push("unverified".into());
-        }
-        if !details.is_empty() {
-            name.push_str(&format!("({})", details.join(", ")));
-        }
-    }
-    name
-}
-
-fn changed<T: PartialEq + Display>(parts: &mut Vec<String>, what: &str, before: T, after: T) {
-    if before != after {
-        parts.push(format!("{what} {before} -> {after}"));
+/// `interval 3s -> 5s`; secrets and certificates say only that they changed.
+fn leaf_change(path: &str, old: &Value, new: &Value) -> String {
+    let key = path.rsplit(['.', ' ']).next().unwrap_or(path);
+    match key {
+        "token" => format!("{path} changed"),
+        "certs" => format!("certificates changed ({})", render(new)),
+        _ => format!("{path} {} -> {}", render(old), render(new)),
     }
 }
 
-fn changed_duration(parts: &mut Vec<String>, what: &str, before: Duration, after: Duration) {
-    if before != after {
-        parts.push(format!(
-            "{what} {} -> {}",
-            humantime::format_duration(before),
-            humantime::format_duration(after)
-        ));
+/// The key that identifies the items of a list, if they have one.
+fn identity(a: &[Value], b: &[Value]) -> Option<&'static str> {
+    ["addr", "path", "name"].into_iter().find(|id| {
+        let has = |item: &Value| item.get(id).is_some_and(Value::is_string);
+        a.iter().chain(b).all(has) && !(a.is_empty() && b.is_empty())
+    })
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() || path.ends_with(' ') {
+        format!("{path}{key}")
+    } else {
+        format!("{path}.{key}")
     }
 }
 
-/// Items of both lists by key: new order first, then those only in `old`.
-/// Linear time: configs with thousands of upstreams reload often.
-fn pair_up<'a, T, K: Eq + Hash + ?Sized + 'a>(
-    old: &'a [T],
-    new: &'a [T],
-    key: impl Fn(&'a T) -> &'a K,
-) -> Vec<(&'a K, Option<&'a T>, Option<&'a T>)> {
-    let old_by_key: HashMap<&K, &T> = old.iter().map(|item| (key(item), item)).collect();
-    let new_keys: HashSet<&K> = new.iter().map(&key).collect();
+/// `listeners` -> `listener`, `routes` -> `route`.
+fn singular(plural: &str) -> &str {
+    plural.strip_suffix('s').unwrap_or(plural)
+}
+
+/// What an added section is, in a few words: ` on 127.0.0.1:8080`,
+/// ` (weighted, 3 servers)`, ` -> api`.
+fn summary(item: &Value) -> String {
+    if let Some(listen) = item.get("listen").and_then(Value::as_str) {
+        return format!(" on {listen}");
+    }
+    if let Some(upstream) = item.get("upstream").and_then(Value::as_str) {
+        return format!(" -> {upstream}");
+    }
+    match (item.get("strategy"), item.get("servers")) {
+        (Some(strategy), Some(Value::Array(servers))) => {
+            format!(" ({}, {} servers)", render(strategy), servers.len())
+        }
+        _ => String::new(),
+    }
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(render).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The keys of both objects with their values (`Null` where missing): those
+/// of `new` in order, then those only in `old`.
+fn pair_keys<'a>(
+    old: &'a Map<String, Value>,
+    new: &'a Map<String, Value>,
+) -> Vec<(&'a str, &'a Value, &'a Value)> {
     let mut pairs: Vec<_> = new
         .iter()
-        .map(|item| {
-            let name = key(item);
-            (name, old_by_key.get(name).copied(), Some(item))
-        })
+        .map(|(key, after)| (key.as_str(), old.get(key).unwrap_or(&Value::Null), after))
+        .collect();
+    for (key, before) in old {
+        if !new.contains_key(key) {
+            pairs.push((key.as_str(), before, &Value::Null));
+        }
+    }
+    pairs
+}
+
+/// The items of both lists by their `id` field: new order first, then those
+/// only in `old`. Linear time: configs with thousands of upstreams reload often.
+fn pair_items<'a>(
+    old: &'a [Value],
+    new: &'a [Value],
+    id: &str,
+) -> Vec<(&'a str, Option<&'a Value>, Option<&'a Value>)> {
+    let key = |item: &'a Value| item.get(id).and_then(Value::as_str).unwrap_or("");
+    let old_by_key: std::collections::HashMap<&str, &Value> =
+        old.iter().map(|item| (key(item), item)).collect();
+    let new_keys: HashSet<&str> = new.iter().map(key).collect();
+    let mut pairs: Vec<_> = new
+        .iter()
+        .map(|item| (key(item), old_by_key.get(key(item)).copied(), Some(item)))
         .collect();
     for item in old {
-        let name = key(item);
-        if !new_keys.contains(name) {
-            pairs.push((name, Some(item), None));
+        if !new_keys.contains(key(item)) {
+            pairs.push((key(item), Some(item), None));
         }
     }
     pairs
@@ -364,7 +243,7 @@ servers = [{ addr = "127.0.0.1:9001", weight = 5 }, { addr = "127.0.0.1:9002" }]
             [
                 "global: idle_timeout 1m -> 30s",
                 "listener admin2 added on 127.0.0.1:8081",
-                "vhost shop: listeners web -> web+admin2, route /v2/ added -> api",
+                "vhost shop: listeners [web] -> [web, admin2], route /v2/ added -> api",
                 "upstream api: 127.0.0.1:9001 weight 5 -> 3, +127.0.0.1:9004, -127.0.0.1:9002",
             ]
         );
@@ -385,5 +264,386 @@ servers = [{ addr = "127.0.0.1:9001", weight = 5 }, { addr = "127.0.0.1:9002" }]
                 "upstream api: strategy weighted -> random"
             ]
         );
+    }
+
+    /// A config that sets every key the file has.
+    const EVERY_KEY: &str = r#"
+[global]
+shutdown_timeout = "30s"
+header_read_timeout = "10s"
+idle_timeout = "60s"
+max_connections = 1000
+max_request_header_size = "64KiB"
+max_request_body = "10MiB"
+
+[admin]
+listen = "127.0.0.1:9901"
+token = "secret-one"
+
+[listeners.plain]
+listen = "127.0.0.1:8080"
+redirect_https = true
+https_port = 8443
+
+[listeners.secure]
+listen = "127.0.0.1:8443"
+tls = { certs = [{ cert = "certs/example.pem", key = "certs/example.key" }], handshake_timeout = "10s" }
+
+[vhosts.shop]
+hosts = ["shop.example.com"]
+listeners = ["secure"]
+routes = [{ path = "/api/", upstream = "api", strip_prefix = true }]
+
+[upstreams.api]
+strategy = "consistent_hash"
+hash_key = "header:x-user"
+hash_balance_factor = 1.25
+servers = [{ addr = "127.0.0.1:9001", weight = 2 }]
+connect_timeout = "1s"
+timeout = "30s"
+retries = 2
+max_connections_per_server = 100
+protocol = "http1"
+tls = true
+tls_server_name = "api.internal"
+ca_file = "certs/example.pem"
+tls_insecure_skip_verify = false
+health_check = { path = "/healthz", interval = "3s", timeout = "1s", rise = 2, fall = 3, expect_status = "200-399" }
+outlier = { consecutive_failures = 5, ejection_time = "30s" }
+
+[upstreams.fast]
+strategy = "peak_ewma"
+ewma_decay = "10s"
+servers = [{ addr = "127.0.0.1:9002" }]
+"#;
+
+    /// For each field of the typed config: an edit of the file that changes
+    /// it, and what the reload's change line must say.
+    const EDITS: &[(&str, &str, &str, &str)] = &[
+        (
+            "global.shutdown_timeout",
+            r#"shutdown_timeout = "30s""#,
+            r#"shutdown_timeout = "5s""#,
+            "global: shutdown_timeout 30s -> 5s",
+        ),
+        (
+            "global.header_read_timeout",
+            r#"header_read_timeout = "10s""#,
+            r#"header_read_timeout = "5s""#,
+            "global: header_read_timeout 10s -> 5s",
+        ),
+        (
+            "global.idle_timeout",
+            r#"idle_timeout = "60s""#,
+            r#"idle_timeout = "5s""#,
+            "global: idle_timeout 1m -> 5s",
+        ),
+        (
+            "global.max_connections",
+            "max_connections = 1000",
+            "max_connections = 999",
+            "global: max_connections 1000 -> 999",
+        ),
+        (
+            "global.max_request_header_size",
+            r#""64KiB""#,
+            r#""32KiB""#,
+            "global: max_request_header_size 65536 -> 32768",
+        ),
+        (
+            "global.max_request_body",
+            r#""10MiB""#,
+            "0",
+            "global: max_request_body 10485760 -> -",
+        ),
+        (
+            "admin.listen",
+            "127.0.0.1:9901",
+            "127.0.0.1:9902",
+            "admin: listen 127.0.0.1:9901 -> 127.0.0.1:9902",
+        ),
+        (
+            "admin.token",
+            "secret-one",
+            "secret-two",
+            "admin: token changed",
+        ),
+        (
+            "listeners[].name",
+            "[listeners.plain]",
+            "[listeners.web]",
+            "listener web added on 127.0.0.1:8080",
+        ),
+        (
+            "listeners[].listen",
+            "127.0.0.1:8080",
+            "127.0.0.1:8081",
+            "listener plain: listen 127.0.0.1:8080 -> 127.0.0.1:8081",
+        ),
+        (
+            "listeners[].tls.certs",
+            r#"cert = "certs/example.pem", key"#,
+            r#"cert = "certs/../certs/example.pem", key"#,
+            "listener secure: certificates changed",
+        ),
+        (
+            "listeners[].tls.handshake_timeout",
+            r#"handshake_timeout = "10s""#,
+            r#"handshake_timeout = "3s""#,
+            "listener secure: tls.handshake_timeout 10s -> 3s",
+        ),
+        (
+            "listeners[].redirect_https",
+            "https_port = 8443",
+            "https_port = 9443",
+            "listener plain: redirect_https 8443 -> 9443",
+        ),
+        (
+            "vhosts[].name",
+            "[vhosts.shop]",
+            "[vhosts.store]",
+            "vhost store added",
+        ),
+        (
+            "vhosts[].hosts",
+            r#"["shop.example.com"]"#,
+            r#"["*.example.com"]"#,
+            "vhost shop: hosts [shop.example.com] -> [*.example.com]",
+        ),
+        (
+            "vhosts[].listeners",
+            r#"listeners = ["secure"]"#,
+            r#"listeners = ["plain"]"#,
+            "vhost shop: listeners [secure] -> [plain]",
+        ),
+        (
+            "vhosts[].routes[].path",
+            r#"path = "/api/""#,
+            r#"path = "/v2/""#,
+            "vhost shop: route /v2/ added -> api, route /api/ removed",
+        ),
+        (
+            "vhosts[].routes[].upstream",
+            r#"upstream = "api", strip"#,
+            r#"upstream = "fast", strip"#,
+            "vhost shop: route /api/ upstream api -> fast",
+        ),
+        (
+            "vhosts[].routes[].strip_prefix",
+            "strip_prefix = true",
+            "strip_prefix = false",
+            "vhost shop: route /api/ strip_prefix true -> false",
+        ),
+        (
+            "upstreams[].name",
+            "[upstreams.fast]",
+            "[upstreams.quick]",
+            "upstream quick added (peak_ewma (ewma_decay 10s), 1 servers)",
+        ),
+        (
+            "upstreams[].strategy",
+            r#"ewma_decay = "10s""#,
+            r#"ewma_decay = "5s""#,
+            "upstream fast: strategy peak_ewma (ewma_decay 10s) -> peak_ewma (ewma_decay 5s)",
+        ),
+        (
+            "upstreams[].servers[].addr",
+            "127.0.0.1:9002",
+            "127.0.0.1:9003",
+            "upstream fast: +127.0.0.1:9003, -127.0.0.1:9002",
+        ),
+        (
+            "upstreams[].servers[].weight",
+            "weight = 2",
+            "weight = 3",
+            "upstream api: 127.0.0.1:9001 weight 2 -> 3",
+        ),
+        (
+            "upstreams[].connect_timeout",
+            r#"connect_timeout = "1s""#,
+            r#"connect_timeout = "2s""#,
+            "upstream api: connect_timeout 1s -> 2s",
+        ),
+        (
+            "upstreams[].timeout",
+            r#"timeout = "30s"
+retries"#,
+            r#"timeout = "20s"
+retries"#,
+            "upstream api: timeout 30s -> 20s",
+        ),
+        (
+            "upstreams[].retries",
+            "retries = 2",
+            "retries = 1",
+            "upstream api: retries 2 -> 1",
+        ),
+        (
+            "upstreams[].max_connections_per_server",
+            "max_connections_per_server = 100",
+            "max_connections_per_server = 0",
+            "upstream api: max_connections_per_server 100 -> -",
+        ),
+        (
+            "upstreams[].hash_key",
+            "header:x-user",
+            "cookie:session",
+            "upstream api: hash_key header:x-user -> cookie:session",
+        ),
+        (
+            "upstreams[].hash_balance_factor",
+            "1.25",
+            "1.5",
+            "upstream api: hash_balance_factor 1.25 -> 1.5",
+        ),
+        (
+            "upstreams[].health_check.path",
+            "/healthz",
+            "/ready",
+            "upstream api: health_check.path /healthz -> /ready",
+        ),
+        (
+            "upstreams[].health_check.interval",
+            r#"interval = "3s""#,
+            r#"interval = "5s""#,
+            "upstream api: health_check.interval 3s -> 5s",
+        ),
+        (
+            "upstreams[].health_check.timeout",
+            r#"timeout = "1s", rise"#,
+            r#"timeout = "2s", rise"#,
+            "upstream api: health_check.timeout 1s -> 2s",
+        ),
+        (
+            "upstreams[].health_check.rise",
+            "rise = 2",
+            "rise = 3",
+            "upstream api: health_check.rise 2 -> 3",
+        ),
+        (
+            "upstreams[].health_check.fall",
+            "fall = 3",
+            "fall = 4",
+            "upstream api: health_check.fall 3 -> 4",
+        ),
+        (
+            "upstreams[].health_check.expect_status",
+            r#""200-399""#,
+            r#""200,204""#,
+            "upstream api: health_check.expect_status [200-399] -> [200, 204]",
+        ),
+        (
+            "upstreams[].outlier.consecutive_failures",
+            "consecutive_failures = 5",
+            "consecutive_failures = 3",
+            "upstream api: outlier.consecutive_failures 5 -> 3",
+        ),
+        (
+            "upstreams[].outlier.ejection_time",
+            r#"ejection_time = "30s""#,
+            r#"ejection_time = "1m""#,
+            "upstream api: outlier.ejection_time 30s -> 1m",
+        ),
+        (
+            "upstreams[].protocol",
+            r#"protocol = "http1""#,
+            r#"protocol = "h2""#,
+            "upstream api: protocol http1 -> h2",
+        ),
+        ("upstreams[].tls", TLS_KEYS, "", "upstream api: tls removed"),
+        (
+            "upstreams[].tls.server_name",
+            "api.internal",
+            "billing.internal",
+            "upstream api: tls.server_name api.internal -> billing.internal",
+        ),
+        (
+            "upstreams[].tls.ca_file",
+            r#"ca_file = "certs/example.pem""#,
+            r#"ca_file = "certs/../certs/example.pem""#,
+            "upstream api: tls.ca_file /",
+        ),
+        (
+            "upstreams[].tls.insecure_skip_verify",
+            "ca_file = \"certs/example.pem\"\ntls_insecure_skip_verify = false",
+            "tls_insecure_skip_verify = true",
+            "tls.insecure_skip_verify false -> true",
+        ),
+    ];
+
+    /// The upstream TLS keys of `EVERY_KEY`, together.
+    const TLS_KEYS: &str = r#"tls = true
+tls_server_name = "api.internal"
+ca_file = "certs/example.pem"
+tls_insecure_skip_verify = false
+"#;
+
+    fn parse_every_key(text: &str) -> Config {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/every-key.toml");
+        parse_config(text, file).unwrap_or_else(|errors| panic!("{errors}\n{text}"))
+    }
+
+    /// Every field path of a serialized config, with `[]` for list items.
+    fn field_paths(path: &str, value: &Value, paths: &mut std::collections::BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let child_path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    if matches!(child, Value::Object(_)) {
+                        // An optional section is a field of its own too.
+                        paths.insert(child_path.clone());
+                    }
+                    field_paths(&child_path, child, paths);
+                }
+            }
+            Value::Array(items) if items.iter().all(Value::is_object) && !items.is_empty() => {
+                for item in items {
+                    field_paths(&format!("{path}[]"), item, paths);
+                }
+            }
+            _ => {
+                paths.insert(path.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_of_every_field_is_reported() {
+        let base = parse_every_key(EVERY_KEY);
+        let mut fields = std::collections::BTreeSet::new();
+        field_paths("", &serde_json::to_value(&base).unwrap(), &mut fields);
+        // Sections that are only containers of the fields listed.
+        for container in [
+            "global",
+            "admin",
+            "listeners[].tls",
+            "upstreams[].health_check",
+            "upstreams[].outlier",
+        ] {
+            fields.remove(container);
+        }
+        let edited: std::collections::BTreeSet<String> =
+            EDITS.iter().map(|(field, ..)| field.to_string()).collect();
+        assert_eq!(
+            fields, edited,
+            "every field of the config needs an edit in EDITS (and no edit names a field that is gone)"
+        );
+        for (field, from, to, expected) in EDITS {
+            assert_eq!(
+                EVERY_KEY.matches(from).count(),
+                1,
+                "{field}: `{from}` must occur once"
+            );
+            let after = parse_every_key(&EVERY_KEY.replace(from, to));
+            let changes = describe(&base, &after);
+            assert!(
+                changes.iter().any(|line| line.contains(expected)),
+                "{field}: expected a line with `{expected}`, got {changes:?}"
+            );
+        }
     }
 }

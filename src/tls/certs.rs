@@ -30,6 +30,13 @@ pub struct LoadedCert {
     fingerprint: u64,
 }
 
+impl LoadedCert {
+    /// Hash of the chain and key bytes.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
 impl PartialEq for LoadedCert {
     fn eq(&self, other: &Self) -> bool {
         self.cert_path == other.cert_path

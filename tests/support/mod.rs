@@ -435,9 +435,21 @@ pub fn spawn_binary_with(
 ) -> (ProxyProcess, tempfile_path::TempPath) {
     let path = tempfile_path::TempPath::new("usherd-test", "toml");
     std::fs::write(path.as_path(), toml).unwrap();
+    let proxy = spawn_binary_at(path.as_path(), listener_count, log_filter, args);
+    (proxy, path)
+}
+
+/// Runs the usherd binary on the config file at `path` (which may be a
+/// symlink) and waits for `listener_count` listeners to be up.
+pub fn spawn_binary_at(
+    path: &std::path::Path,
+    listener_count: usize,
+    log_filter: &str,
+    args: &[&str],
+) -> ProxyProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_usherd"))
         .args(["run", "-c"])
-        .arg(path.as_path())
+        .arg(path)
         .args(["--log-format", "json"])
         .args(args)
         .env("RUST_LOG", log_filter)
@@ -472,14 +484,11 @@ pub fn spawn_binary_with(
             Err(_) => panic!("usherd did not start: {:?}", tail.lock().unwrap()),
         }
     }
-    (
-        ProxyProcess {
-            child,
-            listeners,
-            stderr_tail: tail,
-        },
-        path,
-    )
+    ProxyProcess {
+        child,
+        listeners,
+        stderr_tail: tail,
+    }
 }
 
 /// A file path in a directory of its own, both removed when dropped.
@@ -507,6 +516,11 @@ pub mod tempfile_path {
 
         pub fn as_path(&self) -> &Path {
             &self.file
+        }
+
+        /// The directory of its own the file is in.
+        pub fn directory(&self) -> &Path {
+            &self.directory
         }
     }
 
