@@ -99,6 +99,10 @@ struct BenchArgs {
     /// Also write the chart as SVG.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Simulate in virtual time (no sockets, no proxy): the same strategies
+    /// and backends, milliseconds per run, the same numbers on any machine.
+    #[arg(long)]
+    virtual_time: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
         Command::Bench(args) => match bench_options(&args) {
-            Ok(options) => on_runtime(run_bench(options, args.json, args.svg)),
+            Ok(options) => on_runtime(run_bench(options, args.virtual_time, args.json, args.svg)),
             Err(message) => {
                 eprintln!("error: {message}");
                 ExitCode::from(1)
@@ -385,10 +389,15 @@ fn bench_options(args: &BenchArgs) -> Result<bench::BenchOptions, String> {
 
 async fn run_bench(
     options: bench::BenchOptions,
+    virtual_time: bool,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let report = bench::run(&options).await?;
+    let report = if virtual_time {
+        bench::simulate(&options)
+    } else {
+        bench::run(&options).await?
+    };
     print!("{}", report.table());
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&report)?;

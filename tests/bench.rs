@@ -49,43 +49,35 @@ fn result<'a>(report: &'a BenchReport, strategy: &str) -> &'a bench::StrategyRes
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn equal_servers_all_strategies_alike() {
-    let strategies = [
-        "round_robin",
-        "random",
-        "weighted",
-        "weighted_random",
-        "least_connections",
-        "peak_ewma",
-        "consistent_hash",
-    ];
-    // 400 req/s for 8 s: 3,200 samples per strategy. A p99 rests on its
-    // slowest 1%, and a stall of the machine's (2 shared cores) can inflate
-    // one strategy's run: with 2,000 samples the spread crossed the 10% bound
-    // in 5 of 19 runs on a noisy day, with the builds from before and after
-    // the HTTP/1 path alike (this test and `usherd bench`); none in 4 at 8 s.
-    let mut equal = options(scenario("equal"), &strategies, 400.0, 8);
-    // peak_ewma remembers a latency peak for about its decay time (10 s by
-    // default), so over a run shorter than that one early peak steers the
-    // shares for the whole run (18% to 30% per server over four 5 s runs).
-    // Its shares even out over runs longer than its decay: give it a decay
-    // well under this run.
+const ALL: [&str; 7] = [
+    "round_robin",
+    "random",
+    "weighted",
+    "weighted_random",
+    "least_connections",
+    "peak_ewma",
+    "consistent_hash",
+];
+
+/// The equal scenario at 400 requests/s. peak_ewma remembers a latency peak
+/// for about its decay time (10 s by default), so over a run shorter than
+/// that one early peak steers the shares for the whole run: give it a decay
+/// well under the run.
+fn equal_servers(seconds: u64) -> BenchOptions {
+    let mut equal = options(scenario("equal"), &ALL, 400.0, seconds);
     for strategy in &mut equal.strategies {
         if let StrategyKind::PeakEwma { decay } = strategy {
             *decay = Duration::from_secs(1);
         }
     }
-    let report = run(&equal).await;
-    let p99: Vec<f64> = report.results.iter().map(|r| r.p99_ms).collect();
-    let (low, high) = (
-        p99.iter().copied().fold(f64::MAX, f64::min),
-        p99.iter().copied().fold(0.0, f64::max),
-    );
-    assert!(high <= low * 1.10, "p99s differ by more than 10%: {p99:?}");
+    equal
+}
+
+/// Every strategy but consistent_hash (which follows its Zipf-skewed keys)
+/// splits the load of equal servers evenly.
+fn assert_even_shares(report: &BenchReport) {
     for result in &report.results {
         assert_eq!(result.errors, 0, "{}", result.strategy);
-        // consistent_hash follows its (Zipf-skewed) keys, not an even split.
         if result.strategy == "consistent_hash" {
             continue;
         }
@@ -99,8 +91,44 @@ async fn equal_servers_all_strategies_alike() {
     }
 }
 
+#[test]
+fn equal_servers_all_strategies_alike() {
+    // In virtual time: the proxy's strategies, seeded backends, no clock, so
+    // a busy machine cannot tell one strategy's p99 from another's.
+    let report = bench::simulate(&equal_servers(8));
+    eprintln!("{}", report.table());
+    let p99: Vec<f64> = report.results.iter().map(|r| r.p99_ms).collect();
+    let (low, high) = (
+        p99.iter().copied().fold(f64::MAX, f64::min),
+        p99.iter().copied().fold(0.0, f64::max),
+    );
+    assert!(high <= low * 1.10, "p99s differ by more than 10%: {p99:?}");
+    assert_even_shares(&report);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_slow_server_load_aware_strategies_halve_p99() {
+async fn equal_servers_through_the_real_proxy_share_evenly() {
+    // Shares and errors do not move with the machine's stalls; latencies do,
+    // so they are compared in virtual time (above), not here.
+    assert_even_shares(&run(&equal_servers(4)).await);
+}
+
+#[test]
+fn one_slow_server_load_aware_strategies_halve_p99() {
+    let report = bench::simulate(&options(
+        scenario("one_slow"),
+        &["round_robin", "least_connections", "peak_ewma"],
+        400.0,
+        4,
+    ));
+    eprintln!("{}", report.table());
+    assert_load_aware_avoid_the_slow_server(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_server_through_the_real_proxy() {
+    // round_robin's p99 is its queue at the slow server (over a second), far
+    // above what a stall adds to the others'.
     let report = run(&options(
         scenario("one_slow"),
         &["round_robin", "least_connections", "peak_ewma"],
@@ -108,9 +136,13 @@ async fn one_slow_server_load_aware_strategies_halve_p99() {
         4,
     ))
     .await;
-    let round_robin = result(&report, "round_robin");
+    assert_load_aware_avoid_the_slow_server(&report);
+}
+
+fn assert_load_aware_avoid_the_slow_server(report: &BenchReport) {
+    let round_robin = result(report, "round_robin");
     for strategy in ["least_connections", "peak_ewma"] {
-        let aware = result(&report, strategy);
+        let aware = result(report, strategy);
         assert!(
             aware.p99_ms <= round_robin.p99_ms / 2.0,
             "{strategy} p99 {} vs round_robin {}",
@@ -130,29 +162,66 @@ async fn one_slow_server_load_aware_strategies_halve_p99() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peak_ewma_moves_away_from_a_server_slowing_mid_run_within_two_seconds() {
-    let report = run(&options(scenario("slow_mid_run"), &["peak_ewma"], 400.0, 8)).await;
-    let counts = &result(&report, "peak_ewma").per_second;
-    let share_of_b = |second: usize| {
-        let all: u64 = counts.iter().map(|(_, c)| c[second]).sum();
-        counts[1].1[second] as f64 / all as f64
-    };
+/// b's share of the requests in each second of a peak_ewma run.
+fn shares_of_b(report: &BenchReport) -> Vec<f64> {
+    let counts = &result(report, "peak_ewma").per_second;
+    (0..counts[1].1.len())
+        .map(|second| {
+            let all: u64 = counts.iter().map(|(_, c)| c[second]).sum();
+            counts[1].1[second] as f64 / all.max(1) as f64
+        })
+        .collect()
+}
+
+#[test]
+fn peak_ewma_moves_away_from_a_server_slowing_mid_run_within_two_seconds() {
+    let report = bench::simulate(&options(scenario("slow_mid_run"), &["peak_ewma"], 400.0, 8));
+    let share = shares_of_b(&report);
     for second in 1..4 {
         assert!(
-            share_of_b(second) > 0.15,
+            share[second] > 0.15,
             "before the event b had {:.3} at {second}s",
-            share_of_b(second)
+            share[second]
         );
     }
     // The event is at 4 s: from 6 s on, b gets little.
     for second in 6..8 {
         assert!(
-            share_of_b(second) < 0.10,
+            share[second] < 0.10,
             "b still had {:.3} at {second}s",
-            share_of_b(second)
+            share[second]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_ewma_through_the_real_proxy_moves_away_from_a_slowed_server() {
+    let report = run(&options(scenario("slow_mid_run"), &["peak_ewma"], 400.0, 8)).await;
+    let share = shares_of_b(&report);
+    let (before, after) = (
+        share[1..4].iter().sum::<f64>() / 3.0,
+        (share[6] + share[7]) / 2.0,
+    );
+    assert!(
+        after < before / 2.0,
+        "b had {before:.3} before the event and {after:.3} after it: {share:?}"
+    );
+}
+
+#[test]
+fn a_virtual_time_run_is_the_same_every_time() {
+    let options = equal_servers(2);
+    let first = serde_json::to_string(&bench::simulate(&options)).unwrap();
+    assert_eq!(
+        first,
+        serde_json::to_string(&bench::simulate(&options)).unwrap()
+    );
+    let mut other_seed = options.clone();
+    other_seed.seed += 1;
+    assert_ne!(
+        first,
+        serde_json::to_string(&bench::simulate(&other_seed)).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ mod chart;
 mod load;
 mod profile;
 pub mod sim;
+mod virtual_time;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -29,6 +30,7 @@ use crate::Proxy;
 pub use chart::write_svg;
 pub use load::{parse_access_log, LoadShape};
 pub use profile::{BackendProfile, Event, Latency, Profile, ProfileError};
+pub use virtual_time::simulate;
 
 /// Everything a bench run needs.
 #[derive(Debug, Clone)]
@@ -115,7 +117,12 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     if options.progress {
         progress("done\n");
     }
-    Ok(BenchReport {
+    Ok(report(options, results))
+}
+
+/// The report of a run whose strategies gave `results`.
+fn report(options: &BenchOptions, results: Vec<StrategyResult>) -> BenchReport {
+    BenchReport {
         seed: options.seed,
         duration_s: options.duration.as_secs_f64(),
         load: match &options.load {
@@ -130,7 +137,7 @@ pub async fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             .map(|b| b.name.clone())
             .collect(),
         results,
-    })
+    }
 }
 
 fn progress(text: &str) {
@@ -176,14 +183,33 @@ async fn run_one(
         .zip(&backends)
         .map(|(profile, sim)| (profile.name.clone(), sim.per_second()))
         .collect();
+    Ok(strategy_result(
+        strategy,
+        measured.completed,
+        measured.errors,
+        measured.elapsed,
+        &measured.latency,
+        per_second,
+    ))
+}
+
+/// One strategy's figures from what its run counted; latencies in microseconds.
+fn strategy_result(
+    strategy: StrategyKind,
+    completed: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency: &hdrhistogram::Histogram<u64>,
+    per_second: Vec<(String, Vec<u64>)>,
+) -> StrategyResult {
     let received: Vec<u64> = per_second.iter().map(|(_, s)| s.iter().sum()).collect();
     let all: u64 = received.iter().sum::<u64>().max(1);
-    let percentile = |q: f64| measured.latency.value_at_quantile(q) as f64 / 1000.0;
-    Ok(StrategyResult {
+    let percentile = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    StrategyResult {
         strategy: strategy.name().to_string(),
-        completed: measured.completed,
-        errors: measured.errors,
-        throughput: measured.completed as f64 / measured.elapsed.as_secs_f64(),
+        completed,
+        errors,
+        throughput: completed as f64 / elapsed.as_secs_f64(),
         p50_ms: percentile(0.5),
         p90_ms: percentile(0.9),
         p99_ms: percentile(0.99),
@@ -194,7 +220,7 @@ async fn run_one(
             .map(|((name, _), count)| (name.clone(), *count as f64 / all as f64))
             .collect(),
         per_second,
-    })
+    }
 }
 
 /// The proxy's config: one listener, every host to one upstream of the
