@@ -3,9 +3,11 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use usherd::config::{parse_config, ConfigError};
+use usherd::config::{parse_config, ConfigError, StrategyKind};
 
 /// A valid base config; tests append or replace parts.
 const BASE: &str = r#"
@@ -163,6 +165,115 @@ fn unknown_keys_are_typos() {
     assert_error(&text, 10, "unknown field `stratgy`");
     let text = format!("[globl]\n{BASE}");
     assert_error(&text, 1, "unknown field `globl`");
+}
+
+/// Ten mistakes in the file's shape: unknown keys at three depths (two of them
+/// near misses), wrong types in `[global]`, an array element and
+/// `health_check`, a string for a table, and a server without `addr`.
+const TEN_SHAPE_MISTAKES: &str = r#"[global]
+max_connections = "lots"
+idle_timeout = 30
+max_request_body = true
+
+[listeners.web]
+listen = "127.0.0.1:8080"
+tls = "yes"
+
+[vhosts.site]
+hosts = ["site.example.com"]
+routes = [{ path = "/", upstream = "api", strip_prefx = true }]
+
+[upstreams.api]
+stratgy = "weighted"
+servers = [
+  { addr = "127.0.0.1:9001", weight = 2 },
+  { addr = "127.0.0.1:9002", weight = "lots" },
+  { weight = 3 },
+]
+
+[upstreams.api.health_check]
+interval = "2s"
+rise = "two"
+
+[metrics]
+enabled = true
+"#;
+
+/// The errors of `TEN_SHAPE_MISTAKES` in file order: line, column, message.
+const TEN_SHAPE_ERRORS: [(usize, usize, &str); 10] = [
+    (
+        2,
+        19,
+        r#"global.max_connections: expected a whole number, found the string "lots""#,
+    ),
+    (
+        3,
+        16,
+        r#"global.idle_timeout: expected a duration string such as "5s", found the whole number 30"#,
+    ),
+    (
+        4,
+        20,
+        r#"global.max_request_body: expected a size such as "64KiB" or a number of bytes, found the boolean true"#,
+    ),
+    (
+        8,
+        7,
+        r#"listeners.web.tls: expected a table, found the string "yes""#,
+    ),
+    (
+        12,
+        43,
+        "vhosts.site.routes[0].strip_prefx: unknown field `strip_prefx`, did you mean `strip_prefix`?",
+    ),
+    (
+        15,
+        1,
+        "upstreams.api.stratgy: unknown field `stratgy`, did you mean `strategy`?",
+    ),
+    (
+        18,
+        39,
+        r#"upstreams.api.servers[1].weight: expected a whole number, found the string "lots""#,
+    ),
+    (
+        19,
+        3,
+        "upstreams.api.servers[2]: missing required key `addr`",
+    ),
+    (
+        24,
+        8,
+        r#"upstreams.api.health_check.rise: expected a whole number, found the string "two""#,
+    ),
+    (
+        26,
+        2,
+        "metrics: unknown field `metrics`, expected one of `global`, `admin`, `listeners`, `vhosts`, `upstreams`",
+    ),
+];
+
+#[test]
+fn every_shape_error_is_reported_in_one_run() {
+    let errors = errors(TEN_SHAPE_MISTAKES);
+    let found: Vec<(usize, usize, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.column, e.message.as_str()))
+        .collect();
+    assert_eq!(found, TEN_SHAPE_ERRORS);
+    assert!(errors.iter().all(|e| e.file == "bad.toml"));
+}
+
+#[test]
+fn rules_are_checked_once_the_shape_is_right() {
+    let text = BASE
+        .replace("strategy = ", "stratgy = ")
+        .replace(r#"upstream = "app""#, r#"upstream = "nope""#);
+    let messages: Vec<String> = errors(&text).into_iter().map(|e| e.message).collect();
+    assert_eq!(
+        messages,
+        ["upstreams.app.stratgy: unknown field `stratgy`, did you mean `strategy`?"]
+    );
 }
 
 #[test]
@@ -335,6 +446,83 @@ fn check_command_prints_every_error_and_exits_1() {
         lines[1].starts_with(&format!("error: {file}:11:")),
         "{stderr}"
     );
+}
+
+#[test]
+fn check_command_prints_every_shape_error_and_exits_1() {
+    let path = support::tempfile_path::TempPath::new("shape", "toml");
+    std::fs::write(path.as_path(), TEN_SHAPE_MISTAKES).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_usherd"))
+        .args(["check", "-c"])
+        .arg(path.as_path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let file = path.as_path().display().to_string();
+    let expected: Vec<String> = TEN_SHAPE_ERRORS
+        .iter()
+        .map(|(line, column, message)| format!("error: {file}:{line}:{column}: {message}"))
+        .collect();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), expected, "{stderr}");
+}
+
+#[test]
+fn example_config_parses_as_before() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/usherd.toml"));
+    let config = usherd::config::load(path).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.global.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(config.global.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(config.global.idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.global.max_connections, 10_000);
+    assert_eq!(config.global.max_request_header_size, 64 * 1024);
+    assert_eq!(config.global.max_request_body, Some(10 * 1024 * 1024));
+    assert_eq!(
+        config.admin.unwrap().listen,
+        "127.0.0.1:9901".parse().unwrap()
+    );
+    let listeners: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(listeners, ["web"]);
+    let vhosts: Vec<(&str, usize)> = config
+        .vhosts
+        .iter()
+        .map(|v| (v.name.as_str(), v.routes.len()))
+        .collect();
+    assert_eq!(vhosts, [("shop", 2), ("fallback", 1)]);
+    let api = &config.upstreams[0];
+    assert_eq!(api.name, "api");
+    assert_eq!(api.strategy, StrategyKind::Weighted);
+    let weights: Vec<(&str, u32)> = api
+        .servers
+        .iter()
+        .map(|s| (s.addr.as_str(), s.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        [
+            ("127.0.0.1:9001", 5),
+            ("127.0.0.1:9002", 3),
+            ("127.0.0.1:9003", 1)
+        ]
+    );
+    assert_eq!(api.connect_timeout, Duration::from_secs(1));
+    assert_eq!(api.timeout, Duration::from_secs(30));
+    assert_eq!(api.retries, 1);
+    let check = api.health_check.as_ref().unwrap();
+    assert_eq!(check.path, "/healthz");
+    assert_eq!(check.interval, Duration::from_secs(2));
+    assert_eq!(check.timeout, Duration::from_secs(1));
+    assert_eq!((check.rise, check.fall), (2, 3));
+    assert_eq!(check.expect_status, [(200, 399)]);
+    let outlier = api.outlier.unwrap();
+    assert_eq!(outlier.consecutive_failures, 5);
+    assert_eq!(outlier.ejection_time, Duration::from_secs(30));
+    let web = &config.upstreams[1];
+    assert_eq!(web.name, "web");
+    assert_eq!(web.strategy, StrategyKind::RoundRobin);
+    assert_eq!(web.servers.len(), 2);
+    assert_eq!(web.timeout, Duration::from_secs(10));
 }
 
 #[test]

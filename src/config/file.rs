@@ -2,10 +2,14 @@
 //!
 //! They only deserialize: no defaults are applied and nothing is checked beyond
 //! the TOML types. Every value a user can get wrong keeps its span so that
-//! `validate` can name the line and column. Unknown keys are rejected.
+//! `validate` can name the line and column. Unknown keys are rejected. These
+//! structs are the only description of the file's shape: `shape` reports every
+//! key that does not fit them, with what serde expected there.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -27,20 +31,73 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalSection {
-    pub shutdown_timeout: Option<Spanned<String>>,
-    pub header_read_timeout: Option<Spanned<String>>,
-    pub idle_timeout: Option<Spanned<String>>,
+    pub shutdown_timeout: Option<Spanned<DurationText>>,
+    pub header_read_timeout: Option<Spanned<DurationText>>,
+    pub idle_timeout: Option<Spanned<DurationText>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_request_header_size: Option<Spanned<SizeValue>>,
     pub max_request_body: Option<Spanned<SizeValue>>,
 }
 
 /// A size is a string with a unit (`"64KiB"`) or a plain number of bytes.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum SizeValue {
     Bytes(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = SizeValue;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a size such as \"64KiB\" or a number of bytes")
+            }
+
+            fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(bytes))
+            }
+
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<SizeValue, E> {
+                i64::try_from(bytes)
+                    .map(SizeValue::Bytes)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(bytes), &self))
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(text.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+/// A duration as the file writes it (`"250ms"`, `"2s"`); `validate` parses it.
+#[derive(Debug)]
+pub struct DurationText(pub String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationText;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a duration string such as \"5s\"")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<DurationText, E> {
+                Ok(DurationText(text.to_string()))
+            }
+        }
+
+        deserializer.deserialize_string(DurationVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +120,7 @@ pub struct ListenerSection {
 #[serde(deny_unknown_fields)]
 pub struct ListenerTlsSection {
     pub certs: Spanned<Vec<Spanned<CertSection>>>,
-    pub handshake_timeout: Option<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<DurationText>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,13 +154,13 @@ pub struct UpstreamSection {
     pub strategy: Option<Spanned<String>>,
     #[serde(default)]
     pub servers: Vec<Spanned<ServerSection>>,
-    pub connect_timeout: Option<Spanned<String>>,
-    pub timeout: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<DurationText>>,
+    pub timeout: Option<Spanned<DurationText>>,
     pub retries: Option<Spanned<i64>>,
     pub max_connections_per_server: Option<Spanned<i64>>,
     pub hash_key: Option<Spanned<String>>,
     pub hash_balance_factor: Option<Spanned<f64>>,
-    pub ewma_decay: Option<Spanned<String>>,
+    pub ewma_decay: Option<Spanned<DurationText>>,
     pub health_check: Option<Spanned<HealthCheckSection>>,
     pub outlier: Option<Spanned<OutlierSection>>,
     pub protocol: Option<Spanned<String>>,
@@ -117,8 +174,8 @@ pub struct UpstreamSection {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckSection {
     pub path: Option<Spanned<String>>,
-    pub interval: Option<Spanned<String>>,
-    pub timeout: Option<Spanned<String>>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub timeout: Option<Spanned<DurationText>>,
     pub rise: Option<Spanned<i64>>,
     pub fall: Option<Spanned<i64>>,
     pub expect_status: Option<Spanned<String>>,
@@ -128,7 +185,7 @@ pub struct HealthCheckSection {
 #[serde(deny_unknown_fields)]
 pub struct OutlierSection {
     pub consecutive_failures: Option<Spanned<i64>>,
-    pub ejection_time: Option<Spanned<String>>,
+    pub ejection_time: Option<Spanned<DurationText>>,
 }
 
 #[derive(Debug, Deserialize)]

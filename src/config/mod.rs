@@ -1,8 +1,10 @@
-//! Configuration: the TOML file (`file`), its validation into typed values
-//! (`validate`), and the typed `Config` the rest of the proxy is built from.
+//! Configuration: the TOML file (`file`), every error in its shape (`shape`),
+//! its validation into typed values (`validate`), and the typed `Config` the
+//! rest of the proxy is built from.
 
 mod file;
 mod serialize;
+mod shape;
 mod tls;
 mod validate;
 

@@ -11,8 +11,10 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::file::{
-    FileConfig, HealthCheckSection, OutlierSection, SizeValue, UpstreamSection, VhostSection,
+    DurationText, FileConfig, HealthCheckSection, OutlierSection, SizeValue, UpstreamSection,
+    VhostSection,
 };
+use super::shape;
 use super::{
     Admin, Config, ConfigError, ConfigErrors, Global, HashKey, HashSettings, HealthCheck,
     HostPattern, Listener, Outlier, Route, Server, StrategyKind, Upstream, Vhost,
@@ -28,7 +30,8 @@ pub const MIN_HEADER_LIMIT: u64 = 1024;
 /// The highest weight a server may have.
 pub const MAX_WEIGHT: u32 = 10_000;
 
-/// Parses and validates config text; `file` names it in error messages.
+/// Parses and validates config text; `file` names it in error messages. The
+/// rules are checked once the file's shape is right; shape errors come alone.
 pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     let mut checker = Checker {
         text,
@@ -39,21 +42,21 @@ pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
         errors: Vec::new(),
         warnings: Vec::new(),
     };
-    let parsed: FileConfig = match toml::from_str(text) {
-        Ok(parsed) => parsed,
-        Err(error) => {
-            let span = error.span().unwrap_or(0..0);
-            checker.error(span, error.message().to_string());
-            return Err(ConfigErrors(checker.errors));
+    match shape::deserialize(text) {
+        Ok(parsed) => {
+            let config = checker.check(parsed);
+            if checker.errors.is_empty() {
+                return Ok(config);
+            }
         }
-    };
-    let config = checker.check(parsed);
-    if checker.errors.is_empty() {
-        Ok(config)
-    } else {
-        checker.errors.sort_by_key(|e| (e.line, e.column));
-        Err(ConfigErrors(checker.errors))
+        Err(errors) => {
+            for error in errors {
+                checker.error(error.span, error.message);
+            }
+        }
     }
+    checker.errors.sort_by_key(|e| (e.line, e.column));
+    Err(ConfigErrors(checker.errors))
 }
 
 /// Collects the errors and warnings of one file while converting it.
@@ -641,14 +644,15 @@ impl Checker<'_> {
 
     pub(super) fn duration_or(
         &mut self,
-        value: &Option<Spanned<String>>,
+        value: &Option<Spanned<DurationText>>,
         what: &str,
         default: Duration,
     ) -> Duration {
         let Some(value) = value else {
             return default;
         };
-        match humantime::parse_duration(value.get_ref()) {
+        let text = &value.get_ref().0;
+        match humantime::parse_duration(text) {
             Ok(duration) if duration.is_zero() => {
                 self.error(value.span(), format!("{what} must be above zero"));
                 default
@@ -658,8 +662,7 @@ impl Checker<'_> {
                 self.error(
                     value.span(),
                     format!(
-                        "{what} `{}` is not a duration like \"250ms\", \"2s\" or \"1m\": {error}",
-                        value.get_ref()
+                        "{what} `{text}` is not a duration like \"250ms\", \"2s\" or \"1m\": {error}"
                     ),
                 );
                 default
