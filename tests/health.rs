@@ -368,7 +368,10 @@ connect_timeout = "{queue}"
     let target = url(&proxy, "/");
     let started = Instant::now();
     let (first, second) = tokio::join!(get(&target, None), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        support::until(Duration::from_secs(10), "the first took the slot", || {
+            slow.requests() == 1
+        })
+        .await;
         get(&target, None).await
     });
     assert_eq!((first.status, second.status), (200, 200));
@@ -383,7 +386,10 @@ connect_timeout = "{queue}"
     let proxy = start_proxy(&config("200ms")).await;
     let target = url(&proxy, "/");
     let (first, second) = tokio::join!(get(&target, None), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        support::until(Duration::from_secs(10), "the first took the slot", || {
+            slow.requests() == 3
+        })
+        .await;
         let started = Instant::now();
         (get(&target, None).await, started.elapsed())
     });

@@ -85,6 +85,17 @@ where
     .await
 }
 
+/// Polls `check` every 10 ms until it holds; panics naming `what` if it
+/// does not within `limit`. For waiting on something to have happened
+/// instead of sleeping and hoping it has.
+pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A loopback backend that speaks raw bytes: `handler` gets each accepted
 /// connection, and the request counter to add to.
 pub async fn raw_backend<F, Fut>(handler: F) -> Backend
