@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, with what it needs: installs the Debian packages the
+# tests drive (real clients and servers) when they are missing, then runs
+# `cargo test`. Arguments go to cargo test (e.g. `tests/run.sh --test reload`).
+#
+# A first run on a fresh machine installs packages (a few minutes) and builds
+# the project and its tests (about 5 minutes on 2 cores); the tests then take
+# about 3 minutes. Later runs skip what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+declare -A needed=(
+  [curl]=curl                 # TLS, HTTP/2 and upload clients
+  [chromium]=chromium         # the dashboard, in a real browser
+  [python3]=python3           # real Python backends (http.server)
+)
+missing=()
+for command in "${!needed[@]}"; do
+  command -v "$command" >/dev/null || missing+=("${needed[$command]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || {
+      echo "tests/run.sh: run as root or install: ${missing[*]}" >&2
+      exit 1
+    }
+    sudo=sudo
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+exec cargo test "$@"
