@@ -295,6 +295,21 @@ pub fn write_client_response(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes the client's copy of a server's interim response (1xx), `head`
+/// parsed from `buf`, into `out`: its status and its end-to-end headers.
+pub fn write_interim_response(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead) {
+    out.clear();
+    status_line(out, head.status, head.reason.of(buf));
+    let named = ConnectionNamed::of(&head.headers, buf);
+    for line in head.headers.iter() {
+        let name = line.name.of(buf);
+        if !line.kind.is_hop_by_hop() && !named.names(name) {
+            header(out, name, line.value.of(buf));
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes a whole response of usherd's own into `out`: `text` as a
 /// text/plain body (not sent to a HEAD request), with `location` for a
 /// redirect.
@@ -412,6 +427,20 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-Kept: yes\r\n\
              transfer-encoding: chunked\r\nconnection: close\r\nx-usherd-decision: vhost=a\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn interim_responses_keep_their_end_to_end_headers() {
+        let response = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: x-hop\r\n\
+            X-Hop: 1\r\nKeep-Alive: 5\r\n\r\n";
+        let mut head = ResponseHead::default();
+        assert!(head.parse(response.as_bytes()).unwrap());
+        let mut out = Vec::new();
+        write_interim_response(&mut out, response.as_bytes(), &head);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
         );
     }
 
