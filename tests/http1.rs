@@ -1045,3 +1045,106 @@ async fn uploads_reach_an_h2c_upstream_that_sends_interim_responses() {
     assert_eq!(upstream.requests(), 2);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn strict_edges_of_http1_requests_are_refused_with_400() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a/../b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  \t \r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: \r\n\r\nhello",
+    ] {
+        let answer = raw_exchange(addr, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}: {answer}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    assert_eq!(upstream.requests(), 0);
+    // A chunk size with junk after it: the head went on, the body stops there.
+    for size_line in ["5 junk", "5\tjunk;x=y", "5 5"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {size_line}\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        let answer = raw_exchange(addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{size_line}: {answer}");
+        assert!(!answer.contains("smuggled"), "{answer}");
+    }
+    // Whitespace before an extension is fine.
+    let answer = raw_exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5 ;x=y\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_go_upstream_with_one_length_a_host_and_no_h2c_upgrade() {
+    // Answers with the request head it got.
+    let upstream = scripted(|head| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+            head.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    let upstream_head = |answer: String| answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    let lines = |head: &str, name: &str| -> Vec<String> {
+        head.lines()
+            .filter(|line| {
+                line.split_once(':')
+                    .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    for lengths in [
+        "Content-Length: 3\r\nContent-Length: 3\r\n",
+        "Content-Length: 3, 3\r\ncontent-length: 3\r\n",
+    ] {
+        let request =
+            format!("POST / HTTP/1.1\r\nHost: a\r\n{lengths}Connection: close\r\n\r\nabc");
+        let head = upstream_head(raw_exchange(addr, request.as_bytes()).await);
+        assert_eq!(
+            lines(&head, "content-length"),
+            ["Content-Length: 3"],
+            "{head}"
+        );
+    }
+
+    // HTTP/1.0 without Host: the address the client connected to.
+    let head = upstream_head(raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n").await);
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    assert_eq!(lines(&head, "host"), [format!("host: {addr}")], "{head}");
+    assert!(lines(&head, "x-forwarded-host").is_empty(), "{head}");
+
+    // An upgrade to h2c is not passed on: the request goes as a plain one.
+    let head = upstream_head(
+        raw_exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        )
+        .await,
+    );
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    for name in ["upgrade", "connection", "http2-settings"] {
+        assert!(lines(&head, name).is_empty(), "{name}: {head}");
+    }
+    proxy.shutdown().await;
+}

@@ -47,6 +47,9 @@ pub struct Forwarding<'a> {
     pub target_host: Option<&'a [u8]>,
     /// The host the request named, for `X-Forwarded-Host`.
     pub host: Option<&'a [u8]>,
+    /// The `Host` of a request that named none (HTTP/1.0): the address the
+    /// client connected to.
+    pub default_host: &'a [u8],
     pub client_ip: &'a [u8],
     /// `http` or `https`.
     pub proto: &'static str,
@@ -146,6 +149,7 @@ pub fn write_upstream_request<'a>(
     let mut request_id = None;
     let mut forwarded_for = false;
     let mut has_host = false;
+    let mut has_length = false;
     for line in head.headers.iter() {
         let name = line.name.of(buf);
         let value = line.value.of(buf);
@@ -168,7 +172,14 @@ pub fn write_upstream_request<'a>(
                 request_id.get_or_insert(value);
                 true
             }
-            HeaderKind::ContentLength => true,
+            // One line, of one value: framing checked that all agree.
+            HeaderKind::ContentLength if !has_length => {
+                has_length = true;
+                let length = value.split(|&b| b == b',').next().unwrap_or(value);
+                header(out, name, length.trim_ascii());
+                false
+            }
+            HeaderKind::ContentLength => false,
             _ => !named.names(name),
         };
         if keep {
@@ -176,9 +187,8 @@ pub fn write_upstream_request<'a>(
         }
     }
     if !has_host {
-        if let Some(host) = forwarding.target_host.or(forwarding.host) {
-            header(out, b"host", host);
-        }
+        let host = forwarding.target_host.or(forwarding.host);
+        header(out, b"host", host.unwrap_or(forwarding.default_host));
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if forwarded_for {
@@ -367,6 +377,7 @@ mod tests {
             path: path.as_bytes(),
             target_host: None,
             host: host.map(str::as_bytes),
+            default_host: b"127.0.0.1:8080",
             client_ip: b"10.0.0.9",
             proto: "http",
             upgrade: false,
@@ -405,6 +416,17 @@ mod tests {
              host: api.example\r\nx-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: api.example\r\nconnection: upgrade\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn one_content_length_line_and_a_host_for_every_request() {
+        let request = "POST /a HTTP/1.0\r\nContent-Length: 3, 3\r\ncontent-length: 3\r\n\r\n";
+        let (head, _) = upstream_head(request, &forwarding("/a", None));
+        assert!(
+            head.starts_with("POST /a HTTP/1.1\r\nContent-Length: 3\r\nhost: 127.0.0.1:8080\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("x-forwarded-host"), "{head}");
     }
 
     #[test]
