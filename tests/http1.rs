@@ -1148,3 +1148,55 @@ async fn requests_go_upstream_with_one_length_a_host_and_no_h2c_upgrade() {
     }
     proxy.shutdown().await;
 }
+
+/// A GET over h2c (the `h2` crate, which sends a `host` header as given)
+/// with `:authority` and maybe `host`; the status and the body.
+async fn h2c_get(addr: std::net::SocketAddr, authority: &str, host: Option<&str>) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = Request::get(format!("http://{authority}/"))
+        .body(())
+        .unwrap();
+    if let Some(host) = host {
+        request.headers_mut().insert("host", host.parse().unwrap());
+    }
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("a response within 10 s")
+        .unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.unwrap();
+        body.flow_control().release_capacity(data.len()).unwrap();
+        text.extend_from_slice(&data);
+    }
+    (status, String::from_utf8(text).unwrap())
+}
+
+#[tokio::test]
+async fn an_http2_host_header_must_name_the_authority_which_goes_upstream() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    let (status, body) = h2c_get(addr, "a.example", Some("b.example")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(upstream.requests(), 0);
+    for host in [None, Some("A.Example")] {
+        let (status, body) = h2c_get(addr, "a.example", host).await;
+        assert_eq!(status, 200, "{body}");
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            echo["headers"]["host"],
+            serde_json::json!(["a.example"]),
+            "{host:?}"
+        );
+    }
+    proxy.shutdown().await;
+}
