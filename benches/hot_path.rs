@@ -259,6 +259,7 @@ fn http1_heads(c: &mut Criterion) {
                     path: head.target.of(bytes),
                     target_host: None,
                     host: head.headers.first(bytes, usherd::http1::HeaderKind::Host),
+                    default_host: b"127.0.0.1:8080",
                     client_ip: b"127.0.0.1",
                     proto: "http",
                     upgrade: false,

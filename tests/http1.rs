@@ -257,7 +257,7 @@ async fn request_bodies_go_upstream_reframed_and_whole() {
 }
 
 #[tokio::test]
-async fn expect_100_continue_is_answered_and_interim_responses_are_not_passed_on() {
+async fn expect_100_continue_is_answered_and_interim_responses_are_passed_on() {
     let upstream = scripted(|_| {
         b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
             .to_vec()
@@ -279,6 +279,8 @@ async fn expect_100_continue_is_answered_and_interim_responses_are_not_passed_on
         "{interim}"
     );
     stream.write_all(b"hello").await.unwrap();
+    let hints = read_head(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(hints, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n");
     let (head, body) = read_response(&mut stream, &mut pending, false).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, b"ok");
@@ -777,6 +779,424 @@ async fn a_connection_whose_server_answered_before_the_body_is_not_used_again() 
         // The POST took a new or pooled connection and dropped it; the GET
         // needed a new one.
         assert_eq!(upstream.connections(), round + 2, "round {round}");
+    }
+    proxy.shutdown().await;
+}
+
+/// A real Python `http.server` backend (HTTP/1.1, honouring `Expect:
+/// 100-continue` with its own `100 Continue`) that answers a POST with the
+/// SHA-256 of the body it got. Killed by its pid when dropped.
+struct PythonBackend {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+const PYTHON_HASHING_SERVER: &str = r#"
+import hashlib, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Hashing(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        left = int(self.headers["Content-Length"])
+        digest = hashlib.sha256()
+        while left:
+            data = self.rfile.read(min(left, 65536))
+            if not data:
+                break
+            digest.update(data)
+            left -= len(data)
+        body = digest.hexdigest().encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Hashing)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+impl PythonBackend {
+    fn start() -> PythonBackend {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", PYTHON_HASHING_SERVER])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the server prints its port");
+        let port: u16 = line.trim().parse().expect("a port");
+        PythonBackend {
+            child,
+            addr: ([127, 0, 0, 1], port).into(),
+        }
+    }
+}
+
+impl Drop for PythonBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Uploads `payload` with curl (`--data-binary @file`, so that curl sends
+/// `Expect: 100-continue`), with `extra` arguments; the status and the body.
+async fn curl_upload(url: &str, payload: &[u8], extra: &[&str]) -> (u16, String) {
+    let file = support::tempfile_path::TempPath::new("upload", "bin");
+    std::fs::write(file.as_path(), payload).unwrap();
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg("--data-binary")
+        .arg(format!("@{}", file.as_path().display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("a status line");
+    (status.parse().unwrap_or(0), body.to_string())
+}
+
+fn upload_payload() -> Vec<u8> {
+    (0..5u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn an_upload_with_expect_100_continue_reaches_a_server_that_honours_it() {
+    let python = PythonBackend::start();
+    let proxy = start_proxy(&one_pool(
+        &[python.addr.to_string()],
+        "timeout = \"3s\"",
+        "",
+    ))
+    .await;
+    let payload = upload_payload();
+    let (status, body) = curl_upload(&support::url(&proxy, "/up"), &payload, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!("{:x}", Sha256::digest(&payload)));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http2_client_uploads_to_a_server_that_honours_expect_100_continue() {
+    let python = PythonBackend::start();
+    let proxy = start_proxy(&one_pool(
+        &[python.addr.to_string()],
+        "timeout = \"3s\"",
+        "",
+    ))
+    .await;
+    let payload = upload_payload();
+    // curl sends `Expect` over HTTP/2 only when asked to.
+    let (status, body) = curl_upload(
+        &support::url(&proxy, "/up"),
+        &payload,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "0.2",
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!("{:x}", Sha256::digest(&payload)));
+    proxy.shutdown().await;
+}
+
+/// A raw backend that answers a request with `103 Early Hints` and
+/// `100 Continue` at once, then reads the body and answers with its SHA-256.
+async fn early_hints_backend() -> Backend {
+    raw_backend(
+        |mut stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+            let mut pending = Vec::new();
+            while let Some(head) = read_head(&mut stream, &mut pending).await {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let interim = b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+                    HTTP/1.1 100 Continue\r\n\r\n";
+                if stream.write_all(interim).await.is_err() {
+                    return;
+                }
+                let body = read_exact_more(&mut stream, &mut pending, content_length(&head)).await;
+                let digest = format!("{:x}", Sha256::digest(&body));
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{digest}",
+                    digest.len()
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn interim_responses_pass_to_http11_clients_while_the_body_flows() {
+    let upstream = early_hints_backend().await;
+    let proxy = start_proxy(&one_pool(
+        &[upstream.addr.to_string()],
+        "timeout = \"3s\"",
+        "",
+    ))
+    .await;
+    let addr = proxy.listeners()[0].addr;
+    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
+    let digest = format!("{:x}", Sha256::digest(&payload));
+
+    // As curl does: the body after the 100. usherd sent that 100 itself, so
+    // the server's is dropped; its 103 passes.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pending = Vec::new();
+    let request = format!(
+        "POST /up HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let interim = read_head(&mut stream, &mut pending).await.unwrap();
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(&payload).await.unwrap();
+    let hints = read_head(&mut stream, &mut pending).await.unwrap();
+    assert!(hints.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{hints}");
+    assert!(hints.contains("Link: </s.css>; rel=preload\r\n"), "{hints}");
+    let (head, body) = read_response(&mut stream, &mut pending, false).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(String::from_utf8(body).unwrap(), digest);
+
+    // An HTTP/1.0 client gets no interim response at all.
+    let mut request = format!(
+        "POST /up HTTP/1.0\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&payload);
+    let answer = raw_exchange(addr, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:.200}");
+    assert!(answer.ends_with(&digest), "{answer:.200}");
+    proxy.shutdown().await;
+}
+
+/// An h2c backend (the `h2` crate) that answers each request with
+/// `103 Early Hints` and `100 Continue`, then reads the body and answers
+/// with its SHA-256.
+async fn h2c_early_hints_backend() -> Backend {
+    raw_backend(|stream: TcpStream, requests: Arc<AtomicUsize>| async move {
+        let Ok(mut connection) = h2::server::handshake(stream).await else {
+            return;
+        };
+        while let Some(Ok((request, mut respond))) = connection.accept().await {
+            requests.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                for (status, link) in [(103, Some("</s.css>; rel=preload")), (100, None)] {
+                    let mut interim = Response::builder().status(status);
+                    if let Some(link) = link {
+                        interim = interim.header("link", link);
+                    }
+                    respond
+                        .send_informational(interim.body(()).unwrap())
+                        .unwrap();
+                }
+                let mut body = request.into_body();
+                let mut digest = Sha256::new();
+                while let Some(data) = body.data().await {
+                    let data = data.unwrap();
+                    body.flow_control().release_capacity(data.len()).unwrap();
+                    digest.update(&data);
+                }
+                let hex = format!("{:x}", digest.finalize());
+                let mut send = respond.send_response(Response::new(()), false).unwrap();
+                send.send_data(Bytes::from(hex), true).unwrap();
+            });
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn uploads_reach_an_h2c_upstream_that_sends_interim_responses() {
+    let upstream = h2c_early_hints_backend().await;
+    let proxy = start_proxy(&one_pool(
+        &[upstream.addr.to_string()],
+        "protocol = \"h2c\"\ntimeout = \"3s\"",
+        "",
+    ))
+    .await;
+    let payload = upload_payload();
+    let digest = format!("{:x}", Sha256::digest(&payload));
+    let url = support::url(&proxy, "/up");
+    for extra in [&[][..], &["--http2-prior-knowledge"]] {
+        let (status, body) = curl_upload(&url, &payload, extra).await;
+        assert_eq!((status, body.as_str()), (200, digest.as_str()), "{extra:?}");
+    }
+    assert_eq!(upstream.requests(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn strict_edges_of_http1_requests_are_refused_with_400() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a/../b\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  \t \r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: \r\n\r\nhello",
+    ] {
+        let answer = raw_exchange(addr, request).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400"),
+            "{}: {answer}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    assert_eq!(upstream.requests(), 0);
+    // A chunk size with junk after it: the head went on, the body stops there.
+    for size_line in ["5 junk", "5\tjunk;x=y", "5 5"] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {size_line}\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+        );
+        let answer = raw_exchange(addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{size_line}: {answer}");
+        assert!(!answer.contains("smuggled"), "{answer}");
+    }
+    // Whitespace before an extension is fine.
+    let answer = raw_exchange(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5 ;x=y\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_go_upstream_with_one_length_a_host_and_no_h2c_upgrade() {
+    // Answers with the request head it got.
+    let upstream = scripted(|head| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+            head.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    let upstream_head = |answer: String| answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    let lines = |head: &str, name: &str| -> Vec<String> {
+        head.lines()
+            .filter(|line| {
+                line.split_once(':')
+                    .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    for lengths in [
+        "Content-Length: 3\r\nContent-Length: 3\r\n",
+        "Content-Length: 3, 3\r\ncontent-length: 3\r\n",
+    ] {
+        let request =
+            format!("POST / HTTP/1.1\r\nHost: a\r\n{lengths}Connection: close\r\n\r\nabc");
+        let head = upstream_head(raw_exchange(addr, request.as_bytes()).await);
+        assert_eq!(
+            lines(&head, "content-length"),
+            ["Content-Length: 3"],
+            "{head}"
+        );
+    }
+
+    // HTTP/1.0 without Host: the address the client connected to.
+    let head = upstream_head(raw_exchange(addr, b"GET / HTTP/1.0\r\n\r\n").await);
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    assert_eq!(lines(&head, "host"), [format!("host: {addr}")], "{head}");
+    assert!(lines(&head, "x-forwarded-host").is_empty(), "{head}");
+
+    // An upgrade to h2c is not passed on: the request goes as a plain one.
+    let head = upstream_head(
+        raw_exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+              Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        )
+        .await,
+    );
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    for name in ["upgrade", "connection", "http2-settings"] {
+        assert!(lines(&head, name).is_empty(), "{name}: {head}");
+    }
+    proxy.shutdown().await;
+}
+
+/// A GET over h2c (the `h2` crate, which sends a `host` header as given)
+/// with `:authority` and maybe `host`; the status and the body.
+async fn h2c_get(addr: std::net::SocketAddr, authority: &str, host: Option<&str>) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = Request::get(format!("http://{authority}/"))
+        .body(())
+        .unwrap();
+    if let Some(host) = host {
+        request.headers_mut().insert("host", host.parse().unwrap());
+    }
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("a response within 10 s")
+        .unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut text = Vec::new();
+    while let Some(data) = body.data().await {
+        let data = data.unwrap();
+        body.flow_control().release_capacity(data.len()).unwrap();
+        text.extend_from_slice(&data);
+    }
+    (status, String::from_utf8(text).unwrap())
+}
+
+#[tokio::test]
+async fn an_http2_host_header_must_name_the_authority_which_goes_upstream() {
+    let upstream = echo_backend("a").await;
+    let proxy = start_proxy(&one_pool(&[upstream.addr.to_string()], "", "")).await;
+    let addr = proxy.listeners()[0].addr;
+    let (status, body) = h2c_get(addr, "a.example", Some("b.example")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(upstream.requests(), 0);
+    for host in [None, Some("A.Example")] {
+        let (status, body) = h2c_get(addr, "a.example", host).await;
+        assert_eq!(status, 200, "{body}");
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            echo["headers"]["host"],
+            serde_json::json!(["a.example"]),
+            "{host:?}"
+        );
     }
     proxy.shutdown().await;
 }

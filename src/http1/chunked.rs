@@ -3,7 +3,8 @@
 //!
 //! The decoder is strict where leniency lets one side read a different
 //! message than the other (request smuggling): a chunk size is 1 to 16 hex
-//! digits, every line ends in CRLF (a bare LF or CR is an error, in
+//! digits, followed by nothing but whitespace then an extension (`;`) or
+//! the line's end (`5 junk` is refused), every line ends in CRLF (a bare LF or CR is an error, in
 //! extensions too), and the CRLF after each chunk's data is required.
 //! Extensions and trailer fields are read and dropped.
 
@@ -181,6 +182,8 @@ fn expect(byte: u8, wanted: u8, why: &'static str) -> Result<(), ChunkError> {
 fn parse_size_line(input: &[u8]) -> Result<Option<(usize, u64)>, ChunkError> {
     let mut size: u64 = 0;
     let mut digits = 0;
+    // After the digits: whitespace (BWS), then only `;` (an extension) or CRLF.
+    let mut after_digits = false;
     let mut in_extension = false;
     for (index, &byte) in input.iter().enumerate() {
         match byte {
@@ -199,7 +202,8 @@ fn parse_size_line(input: &[u8]) -> Result<Option<(usize, u64)>, ChunkError> {
                 }
             }
             b';' if digits > 0 => in_extension = true,
-            b' ' | b'\t' if digits > 0 => in_extension = true,
+            b' ' | b'\t' if digits > 0 => after_digits = true,
+            _ if after_digits => return Err(ChunkError("junk after a chunk size")),
             _ => {
                 let Some(digit) = (byte as char).to_digit(16) else {
                     return Err(ChunkError("a chunk size is not hexadecimal"));
@@ -279,6 +283,12 @@ mod tests {
             assert_eq!(data, b"Wikipedia in\r\n\r\nchunks.", "piece {piece}");
             assert!(done);
         }
+        let (data, done) = decode(b"3 \t;a=b\r\nabc\r\n2 \r\nde\r\n0\r\n\r\n", 1).unwrap();
+        assert_eq!(
+            (&data[..], done),
+            (&b"abcde"[..], true),
+            "whitespace before `;`"
+        );
         let (data, done) = decode(b"3\r\nabc\r\n0\r\n", 100).unwrap();
         assert_eq!(data, b"abc");
         assert!(!done, "the final CRLF has not come");
@@ -296,6 +306,9 @@ mod tests {
             b"3\r\nabc\r\n0\r\nX: 1\nY: 2\r\n\r\n",
             b"0\r\n\rX",
             b"-1\r\n",
+            b"5 junk\r\nhello\r\n0\r\n\r\n",
+            b"5\tjunk;a=b\r\nhello\r\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
         ] {
             assert!(
                 decode(bad, 100).is_err(),

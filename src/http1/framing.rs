@@ -97,19 +97,30 @@ fn content_length(headers: &Headers, buf: &[u8]) -> Result<Option<u64>, ()> {
 
 /// The codings of a head's `Transfer-Encoding` headers: `None` when there
 /// is none, else whether the last one is `chunked` and whether it is the
-/// only one.
+/// only one (neither, when the headers name no coding at all).
 fn transfer_codings(headers: &Headers, buf: &[u8]) -> Option<(bool, bool)> {
-    let mut codings = headers
-        .values(buf, HeaderKind::TransferEncoding)
+    let mut values = headers.values(buf, HeaderKind::TransferEncoding).peekable();
+    values.peek()?;
+    let mut codings = values
         .flat_map(|value| value.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|coding| !coding.is_empty());
-    let first = codings.next()?;
+    let Some(first) = codings.next() else {
+        return Some((false, false));
+    };
     let (last, only) = match codings.last() {
         Some(last) => (last, false),
         None => (first, true),
     };
     Some((last.eq_ignore_ascii_case(b"chunked"), only))
+}
+
+/// Whether the `Upgrade` headers offer h2c (RFC 7540 §3.2).
+fn upgrades_to_h2c(headers: &Headers, buf: &[u8]) -> bool {
+    headers
+        .values(buf, HeaderKind::Upgrade)
+        .flat_map(|value| value.split(|&b| b == b','))
+        .any(|protocol| protocol.trim_ascii().eq_ignore_ascii_case(b"h2c"))
 }
 
 /// The framing of a request, or why it is refused (400, then close).
@@ -135,13 +146,18 @@ pub fn request_framing(head: &RequestHead, buf: &[u8]) -> Result<RequestFraming,
         },
     };
     let options = ConnectionOptions::of(headers, buf);
+    // An upgrade to h2c is not passed on (as nginx): the request goes as it is.
+    let upgrade = head.minor_version >= 1
+        && options.upgrade
+        && headers.has(HeaderKind::Upgrade)
+        && !upgrades_to_h2c(headers, buf);
     let expect_continue = headers
         .values(buf, HeaderKind::Expect)
         .any(|value| value.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
     Ok(RequestFraming {
         body,
         keep_alive: options.keep_alive(head.minor_version),
-        upgrade: head.minor_version >= 1 && options.upgrade && headers.has(HeaderKind::Upgrade),
+        upgrade,
         expect_continue,
     })
 }
@@ -227,6 +243,10 @@ mod tests {
             "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding:\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: \t \r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding:  \r\n\r\n",
         ] {
             assert!(request(shape).is_err(), "{shape}");
         }
@@ -254,6 +274,10 @@ mod tests {
                 .unwrap()
                 .upgrade
         );
+        let h2c = request(
+            "GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: websocket, H2C\r\n\r\n",
+        );
+        assert!(!h2c.unwrap().upgrade);
         let expect = request("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
         assert!(expect.unwrap().expect_continue);
     }

@@ -46,6 +46,8 @@ pub enum HeaderKind {
     Trailer,
     TransferEncoding,
     Upgrade,
+    /// `HTTP2-Settings`, of an upgrade to h2c (RFC 7540 §3.2.1).
+    Http2Settings,
     ContentLength,
     Expect,
     Cookie,
@@ -76,6 +78,7 @@ impl HeaderKind {
             12 if is(b"x-request-id") => XRequestId,
             14 if is(b"content-length") => ContentLength,
             14 if is(b"x-usherd-debug") => UsherdDebug,
+            14 if is(b"http2-settings") => Http2Settings,
             15 if is(b"x-forwarded-for") => XForwardedFor,
             16 if is(b"proxy-connection") => ProxyConnection,
             16 if is(b"x-forwarded-host") => XForwardedHost,
@@ -86,12 +89,19 @@ impl HeaderKind {
     }
 
     /// The hop-by-hop headers of RFC 9110 §7.6.1 that are always named
-    /// (`Connection` can name more).
+    /// (`Connection` can name more), and `HTTP2-Settings`.
     pub fn is_hop_by_hop(self) -> bool {
         use HeaderKind::*;
         matches!(
             self,
-            Connection | KeepAlive | ProxyConnection | Te | Trailer | TransferEncoding | Upgrade
+            Connection
+                | KeepAlive
+                | ProxyConnection
+                | Te
+                | Trailer
+                | TransferEncoding
+                | Upgrade
+                | Http2Settings
         )
     }
 }

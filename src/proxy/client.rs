@@ -13,6 +13,8 @@ use crate::server::ConnState;
 pub struct ClientConn {
     pub listener: Arc<str>,
     pub client: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
     /// The client IP, formatted once per connection for X-Forwarded-For.
     pub client_ip: HeaderValue,
     /// `http` or `https`, for X-Forwarded-Proto.
@@ -24,6 +26,7 @@ impl ClientConn {
     pub fn new(
         listener: Arc<str>,
         client: SocketAddr,
+        local: SocketAddr,
         proto: &'static str,
         state: Arc<ConnState>,
     ) -> ClientConn {
@@ -32,6 +35,7 @@ impl ClientConn {
         ClientConn {
             listener,
             client,
+            local,
             client_ip,
             proto,
             state,

@@ -167,6 +167,20 @@ fn request_host(request: &Request<ClientBody>) -> Option<HeaderValue> {
     }
 }
 
+/// An HTTP/2 request whose `Host` names another host than its `:authority`
+/// is malformed (RFC 9113 §8.3.1).
+fn host_differs_from_authority(request: &Request<ClientBody>) -> bool {
+    let Some(authority) = request.uri().authority() else {
+        return false;
+    };
+    request.version() == Version::HTTP_2
+        && request.headers().get_all(header::HOST).iter().any(|host| {
+            !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        })
+}
+
 async fn forward(
     snapshot: &Snapshot,
     conn: &ClientConn,
@@ -177,6 +191,11 @@ async fn forward(
 ) -> Result<Forwarded, ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
+    }
+    if host_differs_from_authority(&request) {
+        return Err(ProxyError::BadRequest(
+            "the Host header differs from :authority",
+        ));
     }
     let global = &snapshot.config.global;
     if let Some(limit) = global.max_request_body {
@@ -216,7 +235,8 @@ async fn forward(
         conn.proto,
         host.as_ref(),
     );
-    if let (Some(host), false) = (&host, parts.headers.contains_key(header::HOST)) {
+    // The host routing used, whatever `Host` said.
+    if let Some(host) = &host {
         parts.headers.insert(header::HOST, host.clone());
     }
     let request_id = ensure_request_id(&mut parts.headers);

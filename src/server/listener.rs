@@ -4,6 +4,7 @@
 //! stop signal comes (shutdown, or a reload that removes it) it stops
 //! accepting and its connections finish the requests they have, then close.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub async fn serve_listener(
     // Made at the first TLS connection; its certificate resolver reads the
     // snapshot of each handshake, so it serves whatever the config says now.
     let mut tls_acceptor: Option<TlsAcceptor> = None;
+    let listening = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&context.connection_slots).acquire_owned() => match permit {
@@ -75,9 +79,11 @@ pub async fn serve_listener(
                 handshake_timeout,
             )
         };
+        let local = stream.local_addr().unwrap_or(listening);
         let client = Arc::new(ClientConn::new(
             Arc::clone(&context.name),
             peer,
+            local,
             if handshake_timeout.is_some() {
                 "https"
             } else {

@@ -20,7 +20,7 @@ use tokio_util::io::poll_read_buf;
 
 use super::conn::make_room;
 use super::exchange::{
-    flush, pump_body, read_response_head, write_head, BodySource, ExchangeError, SendError, Sent,
+    send_body_and_read_head, write_head, ExchangeError, SendError, Sender, Sent,
 };
 use super::heads::{content_length_header, header};
 use super::relay::{encode, BodyDecoder, UpstreamFault, BODY_READ};
@@ -96,14 +96,14 @@ enum RequestFraming {
     Chunked,
 }
 
-/// A request body in hyper's types, framed for HTTP/1.1.
-struct HyperBodySource<'a> {
+/// A request in hyper's types: its body framed for HTTP/1.1.
+struct HyperSender<'a> {
     body: &'a mut UpstreamBody,
     chunked: bool,
     ended: bool,
 }
 
-impl BodySource for HyperBodySource<'_> {
+impl Sender for HyperSender<'_> {
     fn poll_piece(
         &mut self,
         cx: &mut Context<'_>,
@@ -136,6 +136,12 @@ impl BodySource for HyperBodySource<'_> {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Dropped: hyper's server has no way to send an interim response to
+    /// an HTTP/2 client.
+    async fn interim(&mut self, _head: &ResponseHead, _buf: &[u8]) -> Result<(), SendError> {
+        Ok(())
     }
 }
 
@@ -260,23 +266,22 @@ async fn exchange(
 ) -> Result<bool, ExchangeError> {
     from_upstream.clear();
     write_head(upstream, head).await?;
-    let sent = if framing == RequestFraming::None {
-        flush(upstream).await?;
-        Sent::All
-    } else {
-        let mut source = HyperBodySource {
-            body,
-            chunked: framing == RequestFraming::Chunked,
-            ended: false,
-        };
-        let mut out = Vec::new();
-        pump_body(upstream, from_upstream, &mut out, &mut source, None)
-            .await
-            .map_err(ExchangeError::of_send)?
+    let mut sender = HyperSender {
+        body,
+        chunked: framing == RequestFraming::Chunked,
+        ended: false,
     };
-    read_response_head(upstream, from_upstream, response, None)
-        .await
-        .map_err(ExchangeError::of_receive)?;
+    let mut out = Vec::new();
+    let sent = send_body_and_read_head(
+        upstream,
+        from_upstream,
+        response,
+        &mut out,
+        &mut sender,
+        framing != RequestFraming::None,
+        None,
+    )
+    .await?;
     Ok(sent == Sent::All)
 }
 

@@ -1,9 +1,12 @@
 //! One exchange with a server on one HTTP/1.1 connection, for both kinds of
 //! request the proxy sends: the head written (noting whether anything went,
-//! for a resend on a fresh connection), the body pumped from its source
+//! for a resend on a fresh connection), the body pumped from its sender
 //! while the server is watched for an early answer, and the response head
-//! read. `request.rs` sends the HTTP/1 path's requests this way, `client.rs`
-//! the requests of HTTP/2 clients.
+//! read. Interim responses (1xx but 101) may come at any time before the
+//! final one, while the body is sent too: each goes to the sender, which
+//! passes it on or drops it, and the body keeps going. `forward.rs` sends
+//! the HTTP/1 path's requests this way, `client.rs` the requests of HTTP/2
+//! clients.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -18,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
 use super::conn::{make_room, ClientStream};
+use super::heads::write_interim_response;
 use super::relay::{encode, ClientFault, RequestBody, UpstreamFault, BODY_READ};
 use crate::http1::chunked::LAST_CHUNK;
 use crate::http1::{HeadError, ResponseHead};
@@ -33,11 +37,11 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const HEAD_READ: usize = 2 * 1024;
 
 /// How sending a request body ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Sent {
     /// All of it went.
     All,
-    /// The server answered first (its bytes are in `from_upstream`).
+    /// The server's final answer came first.
     Answered,
 }
 
@@ -55,8 +59,9 @@ pub(super) enum SendError {
     SourceTimedOut,
 }
 
-/// Where a request body comes from, a piece at a time.
-pub(super) trait BodySource {
+/// The side a request comes from: its body, a piece at a time, and where
+/// the interim responses the server sends before its final one go.
+pub(super) trait Sender {
     /// Appends the next piece of the body to `out`, framed as it goes to the
     /// server: `Ready(Ok(true))` when there was one, `Ready(Ok(false))` once
     /// the body (and its last chunk) is all out, `Pending` until more comes.
@@ -65,18 +70,27 @@ pub(super) trait BodySource {
         cx: &mut Context<'_>,
         out: &mut Vec<u8>,
     ) -> Poll<Result<bool, SendError>>;
+
+    /// Takes an interim response (1xx but 101), `head` parsed from `buf`:
+    /// passes it on to the client, or drops it.
+    async fn interim(&mut self, head: &ResponseHead, buf: &[u8]) -> Result<(), SendError>;
 }
 
-/// A request body read from an HTTP/1 client's connection.
-pub(super) struct ClientBodySource<'a, S> {
+/// A request from an HTTP/1 client's connection.
+pub(super) struct ClientSender<'a, S> {
     pub io: &'a mut S,
     pub input: &'a mut BytesMut,
     pub body: &'a mut RequestBody,
     pub chunked: bool,
     pub ended: bool,
+    /// HTTP/1.0 has no interim responses (RFC 9110 §15.2).
+    pub http10: bool,
+    /// A `100 Continue` went to the client (usherd's own, or a server's):
+    /// the client waits for one only, and a second is dropped.
+    pub continue_sent: &'a mut bool,
 }
 
-impl<S: ClientStream> BodySource for ClientBodySource<'_, S> {
+impl<S: ClientStream> Sender for ClientSender<'_, S> {
     fn poll_piece(
         &mut self,
         cx: &mut Context<'_>,
@@ -110,20 +124,152 @@ impl<S: ClientStream> BodySource for ClientBodySource<'_, S> {
             }
         }
     }
+
+    async fn interim(&mut self, head: &ResponseHead, buf: &[u8]) -> Result<(), SendError> {
+        let is_continue = head.status == 100;
+        if self.http10 || is_continue && *self.continue_sent {
+            return Ok(());
+        }
+        *self.continue_sent |= is_continue;
+        // Interim responses are rare: their head gets a buffer of its own,
+        // as `out` holds a piece of the body.
+        let mut out = Vec::new();
+        write_interim_response(&mut out, buf, head);
+        let gone = |_| SendError::Client(ClientFault::Gone);
+        self.io.write_all(&out).await.map_err(gone)?;
+        self.io.flush().await.map_err(gone)
+    }
 }
 
-/// Sends a request body to the server, piece by piece from `source`, while
-/// watching the server: an answer before the body is all sent ends the
-/// sending. With a `deadline`, each piece sent or taken restarts `timeout`.
-pub(super) async fn pump_body(
+/// What the start of a server's answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// An interim response (1xx but 101), parsed.
+    Interim,
+    /// The final response (or bytes that are not one, refused when read).
+    Final,
+}
+
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
+}
+
+/// What the start of `from_upstream` (not empty) holds, when enough of it
+/// came to tell; an interim head is parsed into `response`.
+fn head_at_start(response: &mut ResponseHead, from_upstream: &[u8]) -> Option<Head> {
+    match response.parse(from_upstream) {
+        Ok(true) if is_interim(response.status) => Some(Head::Interim),
+        Ok(false) if from_upstream.len() <= MAX_RESPONSE_HEAD => None,
+        _ => Some(Head::Final),
+    }
+}
+
+/// The rest of an exchange once the request head is written: the body from
+/// `sender` (when `with_body`), sent while the server is watched, then the
+/// response head, read into `response` (its bytes in `from_upstream`).
+/// Interim responses that come on the way go to `sender`, and the body keeps
+/// going; a final answer ends the sending. With a `deadline`, each piece of
+/// the body sent or taken restarts `timeout`, and the response head must
+/// come within `timeout` of the body's end.
+pub(super) async fn send_body_and_read_head(
     upstream: &mut UpstreamStream,
     from_upstream: &mut BytesMut,
+    response: &mut ResponseHead,
     out: &mut Vec<u8>,
-    source: &mut impl BodySource,
+    sender: &mut impl Sender,
+    with_body: bool,
     mut deadline: Option<(&mut Pin<Box<Sleep>>, Duration)>,
-) -> Result<Sent, SendError> {
-    out.clear();
-    let mut written = 0;
+) -> Result<Sent, ExchangeError> {
+    let mut interim = false;
+    // After an interim response the server has answered, whatever follows.
+    let answered = |error: ExchangeError, interim: bool| match error {
+        ExchangeError::Upstream { fault, answered } => ExchangeError::Upstream {
+            fault,
+            answered: answered || interim,
+        },
+        error => error,
+    };
+    let sent = if with_body {
+        out.clear();
+        let mut written = 0;
+        loop {
+            let pumped = pump_body(
+                upstream,
+                from_upstream,
+                response,
+                out,
+                &mut written,
+                sender,
+                deadline
+                    .as_mut()
+                    .map(|(deadline, timeout)| (&mut **deadline, *timeout)),
+            )
+            .await;
+            match pumped {
+                Ok(Some(sent)) => break sent,
+                Ok(None) => {
+                    interim = true;
+                    pass_interim(sender, response, from_upstream).await?;
+                }
+                Err(error) => return Err(answered(ExchangeError::of_send(error), interim)),
+            }
+        }
+    } else {
+        flush(upstream).await?;
+        Sent::All
+    };
+    if let Some((deadline, timeout)) = deadline.as_mut() {
+        deadline.as_mut().reset(Instant::now() + *timeout);
+    }
+    loop {
+        let head = read_response_head(
+            upstream,
+            from_upstream,
+            response,
+            deadline.as_mut().map(|(deadline, _)| &mut **deadline),
+        )
+        .await;
+        match head {
+            Ok(Head::Final) => return Ok(sent),
+            Ok(Head::Interim) => {
+                interim = true;
+                pass_interim(sender, response, from_upstream).await?;
+            }
+            Err(error) => return Err(answered(ExchangeError::of_receive(error), interim)),
+        }
+    }
+}
+
+/// Hands the interim response at the start of `from_upstream` to `sender`,
+/// and moves past it.
+async fn pass_interim(
+    sender: &mut impl Sender,
+    response: &ResponseHead,
+    from_upstream: &mut BytesMut,
+) -> Result<(), ExchangeError> {
+    sender
+        .interim(response, from_upstream)
+        .await
+        .map_err(ExchangeError::Body)?;
+    from_upstream.advance(response.len);
+    Ok(())
+}
+
+/// Sends the request body, piece by piece from `sender` (the piece in
+/// `out`, `written` of it sent), while watching the server: `Some` once the
+/// body is all sent or a final answer came, `None` when an interim response
+/// came (parsed into `response`): the caller takes it and calls again. A
+/// head that has begun to come stops the sending until it is whole. With a
+/// `deadline`, each piece sent or taken restarts `timeout`.
+async fn pump_body(
+    upstream: &mut UpstreamStream,
+    from_upstream: &mut BytesMut,
+    response: &mut ResponseHead,
+    out: &mut Vec<u8>,
+    written: &mut usize,
+    sender: &mut impl Sender,
+    mut deadline: Option<(&mut Pin<Box<Sleep>>, Duration)>,
+) -> Result<Option<Sent>, SendError> {
     let progress = |deadline: &mut Option<(&mut Pin<Box<Sleep>>, Duration)>| {
         if let Some((deadline, timeout)) = deadline {
             deadline.as_mut().reset(Instant::now() + *timeout);
@@ -137,24 +283,38 @@ pub(super) async fn pump_body(
     };
     progress(&mut deadline);
     poll_fn(|cx| loop {
+        if !from_upstream.is_empty() {
+            match head_at_start(response, from_upstream) {
+                Some(Head::Interim) => return Poll::Ready(Ok(None)),
+                Some(Head::Final) => return Poll::Ready(Ok(Some(Sent::Answered))),
+                None => {}
+            }
+        }
         make_room(from_upstream, HEAD_READ);
         match poll_read_buf(Pin::new(&mut *upstream), cx, from_upstream) {
             Poll::Ready(Ok(0)) => {
                 return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Closed)))
             }
-            Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Sent::Answered)),
+            Poll::Ready(Ok(_)) => continue,
             Poll::Ready(Err(error)) => {
                 return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Io(error))))
             }
             Poll::Pending => {}
         }
-        if written < out.len() {
-            match Pin::new(&mut *upstream).poll_write(cx, &out[written..]) {
+        if !from_upstream.is_empty() {
+            return if expired(&mut deadline, cx) {
+                Poll::Ready(Err(SendError::TimedOut))
+            } else {
+                Poll::Pending
+            };
+        }
+        if *written < out.len() {
+            match Pin::new(&mut *upstream).poll_write(cx, &out[*written..]) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Closed)))
                 }
                 Poll::Ready(Ok(n)) => {
-                    written += n;
+                    *written += n;
                     progress(&mut deadline);
                     continue;
                 }
@@ -168,12 +328,12 @@ pub(super) async fn pump_body(
             }
         }
         out.clear();
-        written = 0;
-        match source.poll_piece(cx, out) {
+        *written = 0;
+        match sender.poll_piece(cx, out) {
             Poll::Ready(Ok(true)) => progress(&mut deadline),
             Poll::Ready(Ok(false)) => {
                 return match Pin::new(&mut *upstream).poll_flush(cx) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Sent::All)),
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Some(Sent::All))),
                     Poll::Ready(Err(error)) => {
                         Poll::Ready(Err(SendError::Upstream(UpstreamFault::Io(error))))
                     }
@@ -192,7 +352,7 @@ pub(super) async fn pump_body(
 
 /// Why no response head came.
 #[derive(Debug)]
-pub(super) enum ReceiveError {
+enum ReceiveError {
     /// `answered`: some bytes of a response had come.
     Upstream {
         fault: UpstreamFault,
@@ -201,15 +361,15 @@ pub(super) enum ReceiveError {
     TimedOut,
 }
 
-/// Reads the server's response head into `response` (its bytes in
-/// `from_upstream`), skipping interim 1xx responses but 101; with a
-/// `deadline`, until it passes.
-pub(super) async fn read_response_head(
+/// Reads the server's next response head into `response` (its bytes in
+/// `from_upstream`): an interim one, or the final one (101 included); with
+/// a `deadline`, until it passes.
+async fn read_response_head(
     upstream: &mut UpstreamStream,
     from_upstream: &mut BytesMut,
     response: &mut ResponseHead,
     mut deadline: Option<&mut Pin<Box<Sleep>>>,
-) -> Result<(), ReceiveError> {
+) -> Result<Head, ReceiveError> {
     let mut answered = !from_upstream.is_empty();
     loop {
         if !from_upstream.is_empty() {
@@ -218,14 +378,11 @@ pub(super) async fn read_response_head(
                 answered: true,
             };
             match response.parse(from_upstream) {
-                Ok(true) if (100..200).contains(&response.status) && response.status != 101 => {
-                    from_upstream.advance(response.len);
-                    continue;
-                }
+                Ok(true) if is_interim(response.status) => return Ok(Head::Interim),
                 Ok(true) if response.len > MAX_RESPONSE_HEAD => {
                     return Err(invalid("the response head is too large"))
                 }
-                Ok(true) => return Ok(()),
+                Ok(true) => return Ok(Head::Final),
                 Ok(false) if from_upstream.len() > MAX_RESPONSE_HEAD => {
                     return Err(invalid("the response head is too large"))
                 }
@@ -294,7 +451,7 @@ impl ExchangeError {
     }
 
     /// Sorts out how sending a body failed.
-    pub fn of_send(error: SendError) -> ExchangeError {
+    fn of_send(error: SendError) -> ExchangeError {
         match error {
             SendError::Upstream(fault) => ExchangeError::Upstream {
                 fault,
@@ -306,7 +463,7 @@ impl ExchangeError {
     }
 
     /// Sorts out how reading the response head failed.
-    pub fn of_receive(error: ReceiveError) -> ExchangeError {
+    fn of_receive(error: ReceiveError) -> ExchangeError {
         match error {
             ReceiveError::TimedOut => ExchangeError::TimedOut,
             ReceiveError::Upstream { fault, answered } => {
@@ -328,7 +485,7 @@ impl fmt::Display for ExchangeError {
 }
 
 /// Pushes out what was written (a TLS stream may hold it back).
-pub(super) async fn flush(upstream: &mut UpstreamStream) -> Result<(), ExchangeError> {
+async fn flush(upstream: &mut UpstreamStream) -> Result<(), ExchangeError> {
     upstream
         .flush()
         .await

@@ -12,8 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::conn::{Client, ClientStream};
 use super::exchange::{
-    flush, pump_body, read_response_head, write_head, ClientBodySource, ExchangeError, SendError,
-    Sent,
+    send_body_and_read_head, write_head, ClientSender, ExchangeError, SendError,
 };
 use super::heads::{write_client_response, ClientFraming, Persistence, CONTINUE};
 use super::relay::{self, BodyDecoder, ClientFault, RequestBody, UpstreamFault};
@@ -40,6 +39,9 @@ impl From<ExchangeError> for AttemptError {
             ExchangeError::Upstream { fault, .. } => AttemptError::Upstream(fault),
             ExchangeError::TimedOut => AttemptError::TimedOut,
             ExchangeError::Body(SendError::Client(fault)) => AttemptError::Client(fault),
+            ExchangeError::Body(SendError::SourceTimedOut) => {
+                AttemptError::Client(ClientFault::TimedOut)
+            }
             // A client connection's body fails only by its client.
             ExchangeError::Body(_) => AttemptError::Client(ClientFault::Gone),
         }
@@ -192,7 +194,8 @@ impl Exchange {
     }
 
     /// The request (head in `client.out`, body from the client) on one
-    /// connection, and the response head.
+    /// connection, and the response head; interim responses on the way
+    /// pass to the client.
     async fn exchange<S: ClientStream>(
         &self,
         client: &mut Client<S>,
@@ -202,63 +205,49 @@ impl Exchange {
     ) -> Result<(), ExchangeError> {
         client.from_upstream.clear();
         write_head(upstream, &client.out).await?;
-        if body.is_done() {
-            flush(upstream).await?;
-        } else {
-            if self.facts.framing.expect_continue && !*continue_sent && client.input.is_empty() {
-                *continue_sent = true;
-                client
-                    .io
-                    .write_all(CONTINUE)
-                    .await
-                    .map_err(|_| ExchangeError::Body(SendError::Client(ClientFault::Gone)))?;
-            }
-            let Client {
-                io,
-                input,
-                out,
-                from_upstream,
-                deadline,
-                ..
-            } = client;
-            let mut source = ClientBodySource {
-                io,
-                input,
-                body,
-                chunked: self.facts.framing.body == BodyLength::Chunked,
-                ended: false,
-            };
-            // The head in `out` is sent: the body's pieces go through it.
-            let pumped = pump_body(
-                upstream,
-                from_upstream,
-                out,
-                &mut source,
-                Some((deadline, self.timeout)),
-            )
-            .await;
-            match pumped {
-                Ok(Sent::All | Sent::Answered) => {}
-                Err(SendError::SourceTimedOut) => {
-                    return Err(ExchangeError::Body(SendError::Client(
-                        ClientFault::TimedOut,
-                    )))
-                }
-                Err(error) => return Err(ExchangeError::of_send(error)),
-            }
+        let with_body = !body.is_done();
+        if with_body
+            && self.facts.framing.expect_continue
+            && !*continue_sent
+            && client.input.is_empty()
+        {
+            *continue_sent = true;
+            client
+                .io
+                .write_all(CONTINUE)
+                .await
+                .map_err(|_| ExchangeError::Body(SendError::Client(ClientFault::Gone)))?;
         }
-        client
-            .deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + self.timeout);
-        read_response_head(
+        let Client {
+            io,
+            input,
+            out,
+            from_upstream,
+            response,
+            deadline,
+            ..
+        } = client;
+        let mut sender = ClientSender {
+            io,
+            input,
+            body,
+            chunked: self.facts.framing.body == BodyLength::Chunked,
+            ended: false,
+            http10: self.facts.http10,
+            continue_sent,
+        };
+        // The head in `out` is sent: the body's pieces go through it.
+        send_body_and_read_head(
             upstream,
-            &mut client.from_upstream,
-            &mut client.response,
-            Some(&mut client.deadline),
+            from_upstream,
+            response,
+            out,
+            &mut sender,
+            with_body,
+            Some((deadline, self.timeout)),
         )
         .await
-        .map_err(ExchangeError::of_receive)
+        .map(|_| ())
     }
 }
 

@@ -47,6 +47,9 @@ pub struct Forwarding<'a> {
     pub target_host: Option<&'a [u8]>,
     /// The host the request named, for `X-Forwarded-Host`.
     pub host: Option<&'a [u8]>,
+    /// The `Host` of a request that named none (HTTP/1.0): the address the
+    /// client connected to.
+    pub default_host: &'a [u8],
     pub client_ip: &'a [u8],
     /// `http` or `https`.
     pub proto: &'static str,
@@ -146,6 +149,7 @@ pub fn write_upstream_request<'a>(
     let mut request_id = None;
     let mut forwarded_for = false;
     let mut has_host = false;
+    let mut has_length = false;
     for line in head.headers.iter() {
         let name = line.name.of(buf);
         let value = line.value.of(buf);
@@ -168,7 +172,14 @@ pub fn write_upstream_request<'a>(
                 request_id.get_or_insert(value);
                 true
             }
-            HeaderKind::ContentLength => true,
+            // One line, of one value: framing checked that all agree.
+            HeaderKind::ContentLength if !has_length => {
+                has_length = true;
+                let length = value.split(|&b| b == b',').next().unwrap_or(value);
+                header(out, name, length.trim_ascii());
+                false
+            }
+            HeaderKind::ContentLength => false,
             _ => !named.names(name),
         };
         if keep {
@@ -176,9 +187,8 @@ pub fn write_upstream_request<'a>(
         }
     }
     if !has_host {
-        if let Some(host) = forwarding.target_host.or(forwarding.host) {
-            header(out, b"host", host);
-        }
+        let host = forwarding.target_host.or(forwarding.host);
+        header(out, b"host", host.unwrap_or(forwarding.default_host));
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if forwarded_for {
@@ -295,6 +305,21 @@ pub fn write_client_response(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes the client's copy of a server's interim response (1xx), `head`
+/// parsed from `buf`, into `out`: its status and its end-to-end headers.
+pub fn write_interim_response(out: &mut Vec<u8>, buf: &[u8], head: &ResponseHead) {
+    out.clear();
+    status_line(out, head.status, head.reason.of(buf));
+    let named = ConnectionNamed::of(&head.headers, buf);
+    for line in head.headers.iter() {
+        let name = line.name.of(buf);
+        if !line.kind.is_hop_by_hop() && !named.names(name) {
+            header(out, name, line.value.of(buf));
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes a whole response of usherd's own into `out`: `text` as a
 /// text/plain body (not sent to a HEAD request), with `location` for a
 /// redirect.
@@ -352,6 +377,7 @@ mod tests {
             path: path.as_bytes(),
             target_host: None,
             host: host.map(str::as_bytes),
+            default_host: b"127.0.0.1:8080",
             client_ip: b"10.0.0.9",
             proto: "http",
             upgrade: false,
@@ -393,6 +419,17 @@ mod tests {
     }
 
     #[test]
+    fn one_content_length_line_and_a_host_for_every_request() {
+        let request = "POST /a HTTP/1.0\r\nContent-Length: 3, 3\r\ncontent-length: 3\r\n\r\n";
+        let (head, _) = upstream_head(request, &forwarding("/a", None));
+        assert!(
+            head.starts_with("POST /a HTTP/1.1\r\nContent-Length: 3\r\nhost: 127.0.0.1:8080\r\n"),
+            "{head}"
+        );
+        assert!(!head.contains("x-forwarded-host"), "{head}");
+    }
+
+    #[test]
     fn the_client_response_is_cleaned_and_reframed() {
         let response = "HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\n\
             Transfer-Encoding: chunked\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-Kept: yes\r\n\r\n";
@@ -412,6 +449,20 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nX-Kept: yes\r\n\
              transfer-encoding: chunked\r\nconnection: close\r\nx-usherd-decision: vhost=a\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn interim_responses_keep_their_end_to_end_headers() {
+        let response = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\nConnection: x-hop\r\n\
+            X-Hop: 1\r\nKeep-Alive: 5\r\n\r\n";
+        let mut head = ResponseHead::default();
+        assert!(head.parse(response.as_bytes()).unwrap());
+        let mut out = Vec::new();
+        write_interim_response(&mut out, response.as_bytes(), &head);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
         );
     }
 

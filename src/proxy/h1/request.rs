@@ -173,6 +173,14 @@ fn host_text(host: &[u8]) -> Option<&str> {
     }
 }
 
+/// Whether a Host can be an authority (`host[:port]`): no whitespace, and
+/// none of the characters that end one in a URI (`/`, `?`, `#`, `@`, `\`).
+fn is_authority(host: &str) -> bool {
+    !host
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\t' | b'/' | b'?' | b'#' | b'@' | b'\\'))
+}
+
 /// Everything the request needs of its head (in `buf`): its framing, where
 /// it goes, and, when it goes to an `http1` upstream, its upstream head,
 /// written into `out`.
@@ -260,8 +268,8 @@ fn prepare(
         );
     }
     let host_name = match host.map(host_text) {
-        Some(Some(name)) => name,
-        Some(None) => {
+        Some(Some(name)) if is_authority(name) => name,
+        Some(_) => {
             return answer(
                 known,
                 Reply::Error(ProxyError::BadRequest("the Host header is not valid")),
@@ -301,10 +309,17 @@ fn prepare(
         access.strategy = upstream.strategy.name();
     }
     let rewritten = matched.route.rewritten_path(path_and_query);
+    // Made only for a request that named no host (HTTP/1.0).
+    let default_host = if host.is_none() {
+        conn.local.to_string()
+    } else {
+        String::new()
+    };
     let forwarding = Forwarding {
         path: rewritten.as_deref().map_or(target.path, str::as_bytes),
         target_host: target.host,
         host,
+        default_host: default_host.as_bytes(),
         client_ip: conn.client_ip.as_bytes(),
         proto: conn.proto,
         upgrade: known.facts.framing.upgrade,
@@ -438,5 +453,9 @@ mod tests {
         assert_eq!(host_text(b"shop.example:80"), Some("shop.example:80"));
         assert_eq!(host_text(b"sh\x01op"), None);
         assert_eq!(host_text("café".as_bytes()), None);
+        assert!(is_authority("shop.example:80") && is_authority("[::1]:8080"));
+        for bad in ["a b", "a\tb", "a/b", "a?b", "a#b", "u@a", "a\\b"] {
+            assert!(!is_authority(bad), "{bad}");
+        }
     }
 }
