@@ -172,6 +172,7 @@ fn upstream_pick(c: &mut Criterion) {
                 consecutive_failures: 5,
                 ejection_time: std::time::Duration::from_secs(30),
             }),
+            discovery: None,
         };
         let upstream = usherd::upstream::Upstream::build(&config, None, &Default::default());
         group.bench_with_input(

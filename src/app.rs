@@ -1,6 +1,7 @@
 //! The running proxy's shared state: the published snapshot, the listener
-//! sets, the reload record, and the client connections to drain on shutdown.
-//! `reload/` changes it; `admin/` reads it; `Proxy` (lib.rs) is its handle.
+//! sets, the reload and publish records, and the client connections to drain
+//! on shutdown. `control/` publishes snapshots, `reload/` feeds it configs;
+//! `admin/` reads it; `Proxy` (lib.rs) is its handle.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,74 +10,16 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::config::{Config, HealthCheck};
+use crate::config::Config;
+use crate::control::{self, Control, PublishRecord, ShownSources};
 use crate::reload::{ReloadCounts, ReloadRecord};
-use crate::server::{
-    serve_listener, BindError, BindPlan, BoundListener, ListenerContext, ListenerSet,
-};
+use crate::server::{serve_listener, BindError, BindPlan, BoundListener, ListenerContext};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::stats::ListenerStats;
-use crate::upstream::{spawn_checks, WeightOverrides};
-
-/// What only one reload at a time may change.
-pub(crate) struct Control {
-    pub listeners: ListenerSet,
-    pub admin: ListenerSet,
-    /// The `max_connections` the connection slots are sized for.
-    pub max_connections: usize,
-    /// The health checker of each upstream that has checks, by name.
-    pub health_checks: HashMap<String, RunningChecks>,
-    /// Weights set through the admin API, for servers still in the config.
-    pub weight_overrides: WeightOverrides,
-}
-
-/// A running health checker and what it was started for; aborted on drop.
-pub(crate) struct RunningChecks {
-    check: HealthCheck,
-    servers: Vec<Arc<str>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for RunningChecks {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Control {
-    /// Starts, keeps or stops health checkers to match `snapshot`: a checker
-    /// whose upstream kept its check settings and servers keeps running (and
-    /// its schedule); the others restart. Health state itself lives with the
-    /// servers, so a restart loses nothing.
-    pub fn sync_health_checks(&mut self, snapshot: &Snapshot) {
-        let mut wanted = HashMap::new();
-        for upstream in &snapshot.upstreams {
-            let Some(check) = &upstream.health_check else {
-                continue;
-            };
-            let servers: Vec<Arc<str>> = upstream
-                .endpoints
-                .iter()
-                .map(|e| Arc::clone(&e.addr))
-                .collect();
-            let running = match self.health_checks.remove(&*upstream.name) {
-                Some(running) if running.check == *check && running.servers == servers => running,
-                _ => RunningChecks {
-                    check: check.clone(),
-                    servers,
-                    task: spawn_checks(upstream, check.clone()),
-                },
-            };
-            wanted.insert(upstream.name.to_string(), running);
-        }
-        // Those left are for upstreams without checks now: dropping stops them.
-        self.health_checks = wanted;
-    }
-}
+use crate::upstream::RuntimeServers;
 
 /// Where the proxy is listening now.
 #[derive(Debug, Default, Clone)]
@@ -90,6 +33,9 @@ pub struct App {
     pub(crate) control: tokio::sync::Mutex<Control>,
     pub bound: ArcSwap<Bound>,
     pub(crate) last_reload: Mutex<ReloadRecord>,
+    pub(crate) last_publish: Mutex<PublishRecord>,
+    /// The discovery source of each upstream that has one, for `/status`.
+    pub(crate) sources: ShownSources,
     pub reload_counts: ReloadCounts,
     /// The config text the last reload from the file read, so the file
     /// watcher can skip events that did not change it.
@@ -113,22 +59,24 @@ impl App {
             .path
             .as_ref()
             .and_then(|path| std::fs::read_to_string(path).ok());
+        let (updates, discovered) = tokio::sync::mpsc::unbounded_channel();
         let app = Arc::new(App {
             snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::build(
                 Arc::clone(&config),
                 1,
                 None,
-                &WeightOverrides::new(),
+                &RuntimeServers::default(),
             ))),
-            control: tokio::sync::Mutex::new(Control {
-                listeners: ListenerSet::new("listener"),
-                admin: ListenerSet::new("admin API"),
-                max_connections: config.global.max_connections,
-                health_checks: HashMap::new(),
-                weight_overrides: WeightOverrides::new(),
-            }),
+            control: tokio::sync::Mutex::new(Control::new(config.global.max_connections, updates)),
             bound: ArcSwap::default(),
             last_reload: Mutex::new(ReloadRecord::started(started_at)),
+            last_publish: Mutex::new(PublishRecord {
+                generation: 1,
+                at: started_at,
+                trigger: None,
+                changes: Vec::new(),
+            }),
+            sources: Mutex::default(),
             reload_counts: ReloadCounts::default(),
             last_file_text: Mutex::new(file_text),
             started_at,
@@ -140,8 +88,9 @@ impl App {
         let mut control = app.control.lock().await;
         let (listeners, admin) = app.bind_missing(&control, &config).await?;
         app.switch_listeners(&mut control, listeners, admin);
-        control.sync_health_checks(&app.snapshots.load());
+        app.start_control(&mut control, &config);
         drop(control);
+        tokio::spawn(control::apply_discovered(Arc::clone(&app), discovered));
         Ok(app)
     }
 
@@ -210,6 +159,7 @@ impl App {
             control.listeners.stop_all();
             control.admin.stop_all();
             control.health_checks.clear();
+            control.sources.clear();
         }
         self.shutdown.send_replace(true);
         self.connections.close();

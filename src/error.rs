@@ -9,6 +9,10 @@ pub enum ProxyError {
     NoRoute,
     #[error("no server available")]
     NoServer,
+    #[error("no server available: discovery has not answered yet")]
+    DiscoveryPending,
+    #[error("no server available: discovery found none")]
+    NoneDiscovered,
     #[error("could not connect to the upstream")]
     Connect,
     #[error("the upstream gave no valid response")]
@@ -31,7 +35,9 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer | ProxyError::DiscoveryPending | ProxyError::NoneDiscovered => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect | ProxyError::BadGateway => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

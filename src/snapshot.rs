@@ -13,7 +13,7 @@ use crate::routing::Router;
 use crate::server::{ConnTimeouts, ServerSettings};
 use crate::stats::StatusClasses;
 use crate::tls::CertStore;
-use crate::upstream::{Upstream, WeightOverrides};
+use crate::upstream::{RuntimeServers, Upstream};
 
 /// Everything a request needs to be routed and balanced.
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub struct Snapshot {
     /// 1 for the config the proxy started with, +1 for each applied reload.
     pub generation: u64,
     pub config: Arc<Config>,
-    pub router: Router,
+    pub router: Arc<Router>,
     /// In config order; routes refer to them by index.
     pub upstreams: Vec<Arc<Upstream>>,
     /// How new client connections are served (limits from `[global]`).
@@ -43,19 +43,20 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 impl Snapshot {
     /// Compiles `config`. With `previous` (the snapshot before a reload),
     /// servers that stay keep their counters, connections and turn.
-    /// `overrides` are the weights set through the admin API.
+    /// `runtime` holds the servers discovery found and the weights set
+    /// through the admin API.
     pub fn build(
         config: Arc<Config>,
         generation: u64,
         previous: Option<&Snapshot>,
-        overrides: &WeightOverrides,
+        runtime: &RuntimeServers,
     ) -> Snapshot {
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|upstream| {
                 let before = previous.and_then(|p| p.upstream(&upstream.name));
-                Arc::new(Upstream::build(upstream, before.map(|u| &**u), overrides))
+                Arc::new(Upstream::build(upstream, before.map(|u| &**u), runtime))
             })
             .collect();
         let index: HashMap<&str, usize> = config
@@ -65,7 +66,9 @@ impl Snapshot {
             .map(|(i, u)| (u.name.as_str(), i))
             .collect();
         let listener_names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-        let router = Router::build(&config.vhosts, &listener_names, |name| index[name]);
+        let router = Arc::new(Router::build(&config.vhosts, &listener_names, |name| {
+            index[name]
+        }));
         let vhost_responses = config
             .vhosts
             .iter()
@@ -90,6 +93,40 @@ impl Snapshot {
             },
             any_redirect: config.listeners.iter().any(|l| l.redirect_https.is_some()),
             config,
+        }
+    }
+
+    /// This snapshot with the upstreams named in `changed` rebuilt from the
+    /// same config and `runtime` (servers that stay keep their state); all
+    /// else is shared, so the cost does not grow with the other upstreams.
+    pub fn with_upstreams_rebuilt(
+        &self,
+        generation: u64,
+        changed: &[&str],
+        runtime: &RuntimeServers,
+    ) -> Snapshot {
+        let upstreams = self
+            .upstreams
+            .iter()
+            .zip(&self.config.upstreams)
+            .map(|(built, config)| {
+                if changed.contains(&&*built.name) {
+                    Arc::new(Upstream::build(config, Some(built), runtime))
+                } else {
+                    Arc::clone(built)
+                }
+            })
+            .collect();
+        Snapshot {
+            generation,
+            config: Arc::clone(&self.config),
+            router: Arc::clone(&self.router),
+            upstreams,
+            http: Arc::clone(&self.http),
+            timeouts: self.timeouts,
+            any_redirect: self.any_redirect,
+            vhost_responses: self.vhost_responses.clone(),
+            unrouted_responses: Arc::clone(&self.unrouted_responses),
         }
     }
 

@@ -177,20 +177,15 @@ fn shares_of_b(report: &BenchReport) -> Vec<f64> {
 fn peak_ewma_moves_away_from_a_server_slowing_mid_run_within_two_seconds() {
     let report = bench::simulate(&options(scenario("slow_mid_run"), &["peak_ewma"], 400.0, 8));
     let share = shares_of_b(&report);
-    for second in 1..4 {
+    for (second, share) in share.iter().enumerate().take(4).skip(1) {
         assert!(
-            share[second] > 0.15,
-            "before the event b had {:.3} at {second}s",
-            share[second]
+            *share > 0.15,
+            "before the event b had {share:.3} at {second}s"
         );
     }
     // The event is at 4 s: from 6 s on, b gets little.
-    for second in 6..8 {
-        assert!(
-            share[second] < 0.10,
-            "b still had {:.3} at {second}s",
-            share[second]
-        );
+    for (second, share) in share.iter().enumerate().take(8).skip(6) {
+        assert!(*share < 0.10, "b still had {share:.3} at {second}s");
     }
 }
 

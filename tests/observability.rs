@@ -328,7 +328,14 @@ async fn a_weight_change_shifts_traffic_at_once_and_survives_a_reload() {
     assert_eq!(server["weight"], 3);
     assert_eq!(server["configured_weight"], 1);
     assert_eq!(server["overrides"]["weight"], 3);
-    assert_eq!(status["generation"], 1, "a weight is not a new config");
+    // Every publish takes the next generation and says why; a weight is no
+    // config reload, so `last_reload` still shows the start.
+    assert_eq!(status["generation"], 2);
+    assert_eq!(status["last_change"]["generation"], 2);
+    assert_eq!(status["last_change"]["trigger"], "admin");
+    let changes = status["last_change"]["changes"].to_string();
+    assert!(changes.contains("weight 1 -> 3 (admin)"), "{changes}");
+    assert!(status["last_reload"]["trigger"].is_null(), "{status}");
 
     // A reload that keeps a (and adds c) keeps its weight.
     std::fs::write(&path, config(&servers, "weighted", "")).unwrap();

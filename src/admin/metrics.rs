@@ -303,8 +303,60 @@ impl Collector for AppCollector {
         )?;
         family.gauge(
             "config_generation",
-            "1 for the config usherd started with, +1 per applied reload.",
+            "1 for the config usherd started with, +1 per published change (reload, admin weight, discovery).",
             [(vec![], snapshot.generation as f64)],
+        )?;
+
+        let sources = app.discovery_sources();
+        let updates = sources.iter().flat_map(|(upstream, status)| {
+            let counts = &status.updates;
+            [
+                ("changed", &counts.changed),
+                ("unchanged", &counts.unchanged),
+                ("error", &counts.error),
+                ("empty_held", &counts.empty_held),
+            ]
+            .map(|(result, count)| {
+                (
+                    vec![("upstream", upstream.as_str()), ("result", result)],
+                    count.load(Ordering::Relaxed),
+                )
+            })
+        });
+        family.counter(
+            "discovery_updates",
+            "Discovery lookups by upstream and what they led to: changed (a new set), unchanged, error (the set stays), empty_held (an empty answer held back for empty_after).",
+            updates,
+        )?;
+        let states: Vec<_> = sources
+            .iter()
+            .map(|(upstream, status)| (upstream.as_str(), status.state()))
+            .collect();
+        family.gauge(
+            "discovery_servers",
+            "Servers in the set discovery last handed to each upstream.",
+            states
+                .iter()
+                .map(|(upstream, state)| (vec![("upstream", *upstream)], state.servers as f64)),
+        )?;
+        family.gauge(
+            "discovery_last_success_timestamp_seconds",
+            "When each upstream's discovery source last answered, in seconds since the Unix epoch (0: never).",
+            states.iter().map(|(upstream, state)| {
+                let at = state
+                    .last_success
+                    .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0.0, |d| d.as_secs_f64());
+                (vec![("upstream", *upstream)], at)
+            }),
+        )?;
+        family.gauge(
+            "discovery_stale",
+            "1 when an upstream's pool holds an older answer than its source's last (lookups fail, or an empty answer is held back).",
+            states.iter().map(|(upstream, state)| {
+                let stale = state.state == crate::discovery::State::Stale;
+                (vec![("upstream", *upstream)], f64::from(u8::from(stale)))
+            }),
         )?;
         let started = app
             .started_at

@@ -158,6 +158,9 @@ async fn server_call(app: &Arc<App>, request: Request<Incoming>) -> Response<Ful
 pub fn status(app: &App) -> Value {
     let snapshot = app.snapshots.load();
     let last_reload = app.last_reload();
+    let last_publish = app.last_publish();
+    let sources: std::collections::HashMap<String, _> =
+        app.discovery_sources().into_iter().collect();
     let upstreams: serde_json::Map<String, Value> = snapshot
         .upstreams
         .iter()
@@ -182,6 +185,7 @@ pub fn status(app: &App) -> Value {
                         (endpoint.weight != endpoint.configured_weight).then_some(endpoint.weight);
                     json!({
                         "addr": &*endpoint.addr,
+                        "source": if endpoint.discovered { "discovery" } else { "config" },
                         "weight": endpoint.weight,
                         "configured_weight": endpoint.configured_weight,
                         "healthy": health.is_up(),
@@ -213,10 +217,22 @@ pub fn status(app: &App) -> Value {
                     })
                 })
                 .collect();
+            let discovery = sources.get(&*upstream.name).map(|status| {
+                let state = status.state();
+                json!({
+                    "source": status.source,
+                    "state": state.state.name(),
+                    "servers": state.servers,
+                    "last_success": state.last_success.map(rfc3339),
+                    "last_change": state.last_change.map(rfc3339),
+                    "last_error": state.last_error,
+                })
+            });
             (
                 upstream.name.to_string(),
                 json!({
                     "strategy": upstream.strategy.name(),
+                    "discovery": discovery,
                     "protocol": upstream.transport.settings.protocol.name(),
                     "tls": upstream.transport.settings.tls.is_some(),
                     "health_checks": upstream.health_check.is_some(),
@@ -251,6 +267,12 @@ pub fn status(app: &App) -> Value {
             "error": last_reload.error,
             "changes": last_reload.changes,
             "trigger": last_reload.trigger.map(Trigger::name),
+        },
+        "last_change": {
+            "generation": last_publish.generation,
+            "at": rfc3339(last_publish.at),
+            "trigger": last_publish.trigger.map(Trigger::name),
+            "changes": last_publish.changes,
         },
         "reloads": {
             "ok": app.reload_counts.ok.load(Ordering::Relaxed),

@@ -2,8 +2,8 @@
 //! §6). They take effect at once and last while the server stays in the
 //! config (same upstream name and address), across reloads; `/status` shows
 //! them as overrides. A drained server takes no new request; the requests it
-//! has finish. A weight override rebuilds the snapshot (same generation) so
-//! every strategy sees it from the next pick.
+//! has finish. A weight override publishes a snapshot with the upstream
+//! rebuilt (the next generation), so every strategy sees it from the next pick.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::config::MAX_WEIGHT;
+use crate::control::Trigger;
 use crate::snapshot::Snapshot;
 
 /// What a call asks for.
@@ -118,36 +119,26 @@ pub async fn set_weight(
         .and_then(|pool| pool.endpoint(addr))
         .ok_or_else(|| not_found(&current, upstream, addr))?;
     let configured = endpoint.configured_weight;
-    let weights = control
-        .weight_overrides
-        .entry(upstream.to_string())
-        .or_default();
+    let before = endpoint.weight;
+    let overrides = &mut control.runtime.weight_overrides;
+    let weights = overrides.entry(upstream.to_string()).or_default();
     if weight == configured {
         weights.remove(addr);
     } else {
         weights.insert(addr.to_string(), weight);
     }
-    control
-        .weight_overrides
-        .retain(|_, weights| !weights.is_empty());
-    let overrides = control.weight_overrides.clone();
-    let previous = Arc::clone(&current);
-    let snapshot = tokio::task::spawn_blocking(move || {
-        Snapshot::build(
-            Arc::clone(&previous.config),
-            previous.generation,
-            Some(&previous),
-            &overrides,
-        )
-    })
-    .await
-    .expect("building a snapshot does not panic");
-    let strategy = snapshot
+    overrides.retain(|_, weights| !weights.is_empty());
+    let strategy = current
         .upstream(upstream)
         .map_or("-", |pool| pool.strategy.name());
-    let snapshot = Arc::new(snapshot);
-    app.snapshots.store(Arc::clone(&snapshot));
-    control.sync_health_checks(&snapshot);
+    app.publish_runtime(
+        &mut control,
+        &[upstream],
+        Trigger::Admin,
+        vec![format!(
+            "upstream {upstream}: {addr} weight {before} -> {weight} (admin)"
+        )],
+    );
     drop(control);
     tracing::info!(%upstream, server = %addr, weight, configured, "weight set by the admin API");
     let mut answer = json!({

@@ -275,6 +275,7 @@ fn proxy_config(
             hash,
             health_check: None,
             outlier: None,
+            discovery: None,
         }],
         warnings: Vec::new(),
     }

@@ -168,6 +168,23 @@ pub struct UpstreamSection {
     pub tls_server_name: Option<Spanned<String>>,
     pub ca_file: Option<Spanned<String>>,
     pub tls_insecure_skip_verify: Option<Spanned<bool>>,
+    pub discovery: Option<Spanned<DiscoverySection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    pub source: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub family: Option<Spanned<String>>,
+    pub weight: Option<Spanned<i64>>,
+    pub resolvers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub respect_ttl: Option<Spanned<bool>>,
+    pub refresh: Option<Spanned<DurationText>>,
+    pub timeout: Option<Spanned<DurationText>>,
+    pub empty_after: Option<Spanned<DurationText>>,
+    pub max_stale: Option<Spanned<DurationText>>,
 }
 
 #[derive(Debug, Deserialize)]

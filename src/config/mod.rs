@@ -2,6 +2,7 @@
 //! its validation into typed values (`validate`), and the typed `Config` the
 //! rest of the proxy is built from.
 
+mod discovery;
 mod file;
 mod serialize;
 mod shape;
@@ -18,6 +19,10 @@ use serde::Serialize;
 
 use crate::tls::{CaBundle, CertStore};
 
+pub use discovery::{
+    AddressFamily, Discovery, DiscoverySource, ResolverSettings, DEFAULT_DISCOVERY_TIMEOUT,
+    DEFAULT_REFRESH,
+};
 pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY, MAX_WEIGHT};
 
 /// A validated configuration with every default applied.
@@ -152,6 +157,8 @@ pub struct Upstream {
     pub outlier: Option<Outlier>,
     #[serde(flatten)]
     pub transport: Transport,
+    /// Servers found at run time, beside `servers`.
+    pub discovery: Option<Discovery>,
 }
 
 /// How usherd talks to an upstream's servers.

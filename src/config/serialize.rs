@@ -17,6 +17,16 @@ pub fn duration<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok,
     serializer.collect_str(&humantime::format_duration(*value))
 }
 
+pub fn optional_duration<S: Serializer>(
+    value: &Option<Duration>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(&humantime::format_duration(*value)),
+        None => serializer.serialize_none(),
+    }
+}
+
 pub fn displayed<S: Serializer, T: Display>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(value)
 }

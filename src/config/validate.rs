@@ -246,10 +246,14 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        if body.servers.is_empty() {
+        if body.servers.is_empty() && body.discovery.is_none() {
             self.error(
                 section.span(),
-                format!("upstream `{}` has no servers", name.get_ref()),
+                format!(
+                    "upstream `{}` has no servers: list some, or find them with [upstreams.{}.discovery]",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
             );
         }
         let mut servers = Vec::new();
@@ -350,6 +354,10 @@ impl Checker<'_> {
                 .as_ref()
                 .map(|outlier| self.outlier(outlier.get_ref())),
             transport: self.transport(name.get_ref(), body),
+            discovery: body
+                .discovery
+                .as_ref()
+                .and_then(|section| self.discovery(section)),
         }
     }
 

@@ -68,7 +68,7 @@ impl<'u> Attempts<'u> {
             tried: [usize::MAX; MAX_ATTEMPTS],
             made: 0,
             retry_on_response,
-            last_error: ProxyError::NoServer,
+            last_error: upstream.when_empty,
         }
     }
 

@@ -315,6 +315,19 @@ outlier = { consecutive_failures = 5, ejection_time = "30s" }
 strategy = "peak_ewma"
 ewma_decay = "10s"
 servers = [{ addr = "127.0.0.1:9002" }]
+
+[upstreams.fast.discovery]
+source = "dns"
+name = "fast.internal"
+port = 8080
+family = "any"
+weight = 4
+resolvers = ["127.0.0.1:5353"]
+respect_ttl = false
+refresh = "5s"
+timeout = "2s"
+empty_after = "10s"
+max_stale = "0s"
 "#;
 
     /// For each field of the typed config: an edit of the file that changes
@@ -569,6 +582,17 @@ retries"#,
             "tls_insecure_skip_verify = true",
             "tls.insecure_skip_verify false -> true",
         ),
+        ("upstreams[].discovery.source", "source = \"dns\"\nname = \"fast.internal\"\nport = 8080\nfamily = \"any\"\nweight = 4\n", "source = \"srv\"\nname = \"_http._tcp.fast.internal\"\n", "upstream fast: discovery.source dns -> srv"),
+        ("upstreams[].discovery.name", "fast.internal", "quick.internal", "upstream fast: discovery.name fast.internal -> quick.internal"),
+        ("upstreams[].discovery.port", "port = 8080", "port = 8081", "upstream fast: discovery.port 8080 -> 8081"),
+        ("upstreams[].discovery.family", r#"family = "any""#, r#"family = "ipv6""#, "upstream fast: discovery.family any -> ipv6"),
+        ("upstreams[].discovery.weight", "weight = 4", "weight = 5", "upstream fast: discovery.weight 4 -> 5"),
+        ("upstreams[].discovery.resolvers", "127.0.0.1:5353", "127.0.0.2:53", "upstream fast: discovery.resolvers [127.0.0.1:5353] -> [127.0.0.2:53]"),
+        ("upstreams[].discovery.respect_ttl", "respect_ttl = false", "respect_ttl = true", "upstream fast: discovery.respect_ttl false -> true"),
+        ("upstreams[].discovery.refresh", r#"refresh = "5s""#, r#"refresh = "1s""#, "upstream fast: discovery.refresh 5s -> 1s"),
+        ("upstreams[].discovery.timeout", r#"timeout = "2s""#, r#"timeout = "3s""#, "upstream fast: discovery.timeout 2s -> 3s"),
+        ("upstreams[].discovery.empty_after", r#"empty_after = "10s""#, r#"empty_after = "20s""#, "upstream fast: discovery.empty_after 10s -> 20s"),
+        ("upstreams[].discovery.max_stale", r#"max_stale = "0s""#, r#"max_stale = "1m""#, "upstream fast: discovery.max_stale - -> 1m"),
     ];
 
     /// The upstream TLS keys of `EVERY_KEY`, together.
@@ -623,6 +647,7 @@ tls_insecure_skip_verify = false
             "listeners[].tls",
             "upstreams[].health_check",
             "upstreams[].outlier",
+            "upstreams[].discovery",
         ] {
             fields.remove(container);
         }

@@ -16,36 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::app::{App, Control};
+use crate::app::App;
 use crate::config::{parse_config, Config, ConfigError, ConfigErrors};
+use crate::control::Control;
+pub use crate::control::Trigger;
 use crate::server::BindError;
-use crate::snapshot::Snapshot;
 
 pub use watch::{watch_config_file, DEBOUNCE};
-
-/// What asked for a reload; logged with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// SIGHUP.
-    Signal,
-    /// The config file changed on disk.
-    FileChange,
-    /// `POST /reload` on the admin API.
-    Admin,
-    /// A caller of the library.
-    Api,
-}
-
-impl Trigger {
-    pub fn name(self) -> &'static str {
-        match self {
-            Trigger::Signal => "signal",
-            Trigger::FileChange => "file_change",
-            Trigger::Admin => "admin",
-            Trigger::Api => "api",
-        }
-    }
-}
 
 /// Why a reload was refused; the running config stays.
 #[derive(Debug, thiserror::Error)]
@@ -159,31 +136,14 @@ impl App {
                 return Err(ReloadError::Bind(error));
             }
         };
-        let previous = self.snapshots.load_full();
-        let generation = previous.generation + 1;
-        let changes = diff::describe(&previous.config, &config);
+        let changes = diff::describe(&self.snapshots.load().config, &config);
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
         let max_connections = config.global.max_connections;
-        // Admin weights last while their server stays in the config.
-        control.weight_overrides.retain(|upstream, weights| {
-            let Some(pool) = config.upstreams.iter().find(|u| u.name == *upstream) else {
-                return false;
-            };
-            weights.retain(|addr, _| pool.servers.iter().any(|s| s.addr == *addr));
-            !weights.is_empty()
-        });
-        let overrides = control.weight_overrides.clone();
-        let config = Arc::new(config);
-        let snapshot = tokio::task::spawn_blocking(move || {
-            Snapshot::build(config, generation, Some(&previous), &overrides)
-        })
-        .await
-        .expect("building a snapshot does not panic");
-        let snapshot = Arc::new(snapshot);
-        self.snapshots.store(Arc::clone(&snapshot));
-        control.sync_health_checks(&snapshot);
+        let generation = self
+            .publish_config(&mut control, Arc::new(config), trigger, changes.clone())
+            .await;
         self.switch_listeners(&mut control, listeners, admin);
         self.resize_connection_slots(&mut control, max_connections);
         drop(control);

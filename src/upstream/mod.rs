@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::balance::{Balancer, Loads, PeakEwma};
 use crate::config::{self, HashKey, HealthCheck, Outlier, StrategyKind};
+use crate::error::ProxyError;
 use crate::proxy::UpstreamBody;
 use crate::stats::{LatencyHistogram, StatusClasses};
 
@@ -42,6 +43,15 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Weights set through the admin API: upstream name -> server address ->
 /// weight. They win over the config's while the server stays in it.
 pub type WeightOverrides = HashMap<String, HashMap<String, u32>>;
+
+/// What sets an upstream's servers at run time besides its config: weights
+/// set through the admin API, and the servers discovery found (by upstream
+/// name, sorted by address; no entry yet: discovery has not answered).
+#[derive(Debug, Default, Clone)]
+pub struct RuntimeServers {
+    pub weight_overrides: WeightOverrides,
+    pub discovered: HashMap<String, Arc<[config::Server]>>,
+}
 
 /// hyper-util's client for one HTTP/2 server.
 pub type Http2Client = Client<ServerConnector, UpstreamBody>;
@@ -91,32 +101,46 @@ pub struct Upstream {
     pool_in_flight: Option<Arc<AtomicU64>>,
     /// Signalled when a server with a connection limit frees a slot.
     slot_freed: Option<Arc<Notify>>,
+    /// What a request is told when the pool has no server at all.
+    pub when_empty: ProxyError,
 }
 
 impl Upstream {
-    /// Builds a pool; with `previous` (the pool of the same name before a
-    /// reload), servers that stay keep their state.
     /// Builds the pool of `config`; `previous` is the same upstream before a
-    /// reload; `overrides` are weights set through the admin API.
+    /// reload or a discovery update, whose servers that stay (same address)
+    /// keep their state; `runtime` adds discovered servers and admin weights.
     pub fn build(
         config: &config::Upstream,
         previous: Option<&Upstream>,
-        overrides: &WeightOverrides,
+        runtime: &RuntimeServers,
     ) -> Upstream {
-        let servers: Cow<'_, [config::Server]> = match overrides.get(&config.name) {
-            None => Cow::Borrowed(&config.servers),
+        let discovered = runtime.discovered.get(&config.name);
+        let configured = servers_of(config, discovered.map(|d| &d[..]));
+        let servers: Cow<'_, [Configured]> = match runtime.weight_overrides.get(&config.name) {
+            None => Cow::Borrowed(&configured),
             Some(weights) => Cow::Owned(
-                config
-                    .servers
+                configured
                     .iter()
-                    .map(|server| config::Server {
-                        addr: server.addr.clone(),
-                        weight: weights.get(&server.addr).copied().unwrap_or(server.weight),
+                    .map(|c| Configured {
+                        server: config::Server {
+                            addr: c.server.addr.clone(),
+                            weight: weights
+                                .get(&c.server.addr)
+                                .copied()
+                                .unwrap_or(c.server.weight),
+                        },
+                        discovered: c.discovered,
                     })
                     .collect(),
             ),
         };
-        let balancer = Balancer::new(config.strategy, &servers, config.hash.as_ref());
+        let when_empty = match (configured.is_empty(), &config.discovery, discovered) {
+            (true, Some(_), None) => ProxyError::DiscoveryPending,
+            (true, Some(_), Some(_)) => ProxyError::NoneDiscovered,
+            _ => ProxyError::NoServer,
+        };
+        let weights: Vec<config::Server> = servers.iter().map(|c| c.server.clone()).collect();
+        let balancer = Balancer::new(config.strategy, &weights, config.hash.as_ref());
         if let Some(previous) = previous {
             balancer.continue_from(&previous.balancer);
         }
@@ -140,12 +164,12 @@ impl Upstream {
         };
         let endpoints = servers
             .iter()
-            .zip(&config.servers)
-            .map(|(server, configured)| {
-                let before = previous.and_then(|p| p.endpoint(&server.addr));
+            .zip(configured.iter())
+            .map(|(chosen, configured)| {
+                let before = previous.and_then(|p| p.endpoint(&chosen.server.addr));
                 let endpoint = Endpoint::new(
-                    server,
-                    configured.weight,
+                    chosen,
+                    configured.server.weight,
                     config.connect_timeout,
                     &transport,
                     before,
@@ -174,6 +198,7 @@ impl Upstream {
             hash_key: config.hash.as_ref().map(|hash| hash.key.clone()),
             pool_in_flight,
             slot_freed,
+            when_empty,
         }
     }
 
@@ -280,6 +305,40 @@ impl Loads for Upstream {
     }
 }
 
+/// A server of a pool and where it came from.
+#[derive(Debug, Clone)]
+struct Configured {
+    server: config::Server,
+    discovered: bool,
+}
+
+/// The config's servers, then the discovered ones the config does not list
+/// (a static entry wins for the same address), in address order.
+fn servers_of(config: &config::Upstream, discovered: Option<&[config::Server]>) -> Vec<Configured> {
+    let mut servers: Vec<Configured> = config
+        .servers
+        .iter()
+        .map(|server| Configured {
+            server: server.clone(),
+            discovered: false,
+        })
+        .collect();
+    if let Some(discovered) = discovered {
+        let listed: std::collections::HashSet<&str> =
+            config.servers.iter().map(|s| s.addr.as_str()).collect();
+        servers.extend(
+            discovered
+                .iter()
+                .filter(|server| !listed.contains(server.addr.as_str()))
+                .map(|server| Configured {
+                    server: server.clone(),
+                    discovered: true,
+                }),
+        );
+    }
+    servers
+}
+
 /// One server of a pool.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -287,8 +346,10 @@ pub struct Endpoint {
     pub addr: Arc<str>,
     /// The weight in force: the config's, or the admin API's override.
     pub weight: u32,
-    /// The weight the config gives.
+    /// The weight the config (or discovery) gives.
     pub configured_weight: u32,
+    /// Found by discovery, not listed in the config.
+    pub discovered: bool,
     pub authority: Authority,
     pub stats: Arc<EndpointStats>,
     pub health: Arc<EndpointHealth>,
@@ -304,7 +365,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// A server; `before` is the same server in the pool before a reload.
     fn new(
-        server: &config::Server,
+        chosen: &Configured,
         configured_weight: u32,
         connect_timeout: Duration,
         transport: &Arc<Transport>,
@@ -312,6 +373,7 @@ impl Endpoint {
         slot_freed: Option<Arc<Notify>>,
         pool_in_flight: Option<Arc<AtomicU64>>,
     ) -> Endpoint {
+        let (server, discovered) = (&chosen.server, chosen.discovered);
         let stats = before.map_or_else(Default::default, |b| Arc::clone(&b.stats));
         let health = before.map_or_else(Default::default, |b| Arc::clone(&b.health));
         // The client holds the idle connections; a new connect timeout or
@@ -339,6 +401,7 @@ impl Endpoint {
             addr: Arc::from(server.addr.as_str()),
             weight: server.weight,
             configured_weight,
+            discovered,
             authority: server
                 .addr
                 .parse()
