@@ -1,5 +1,5 @@
 //! Why a request could not be proxied, and what the client is told: each
-//! variant knows its HTTP status (shared/SPEC.md §4).
+//! variant knows its HTTP status (docs/config.md#requests).
 
 use http::StatusCode;
 

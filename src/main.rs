@@ -1,4 +1,4 @@
-//! The `usherd` command line (shared/SPEC.md §1): `run`, `check`, `demo`;
+//! The `usherd` command line (docs/cli.md): `run`, `check`, `bench`, `demo`;
 //! logging; signals; exit codes (0 clean, 1 bad config or arguments, 2 runtime
 //! failure).
 

@@ -1,5 +1,5 @@
-//! The admin API: `GET /status` in the SPEC §6 shape with live counters, and
-//! the token rule.
+//! The admin API: `GET /status` in the shape docs/operations.md#the-admin-api
+//! gives, with live counters, and the token rule.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Every validation rule of shared/SPEC.md §2 refuses a bad config with a
+//! Every validation rule of docs/config.md refuses a bad config with a
 //! clear message at the right line; `usherd check` reports it and exits 1.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Forwarding end to end (shared/SPEC.md §4) through the real server on
+//! Forwarding end to end (docs/config.md#requests) through the real server on
 //! loopback with real hyper backends: header rules, keep-alive reuse, error
 //! statuses, retries, WebSocket tunnelling, smuggling shapes and client limits.
 

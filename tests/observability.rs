@@ -1,4 +1,4 @@
-//! Observability and operations (shared/SPEC.md §6): `/metrics` parsed and
+//! Observability and operations (docs/operations.md): `/metrics` parsed and
 //! checked against the traffic sent, drain/enable/weight with their bad
 //! inputs and the token rule, overrides across reloads, the decision header,
 //! and the dashboard in a real headless browser (Debian's chromium).

@@ -1,4 +1,4 @@
-//! Live reload (shared/SPEC.md §5): every trigger, reload under load with no
+//! Live reload (docs/config.md#reload): every trigger, reload under load with no
 //! failed request, in-flight requests across a reload, refused configs, state
 //! carried over, and listeners added and removed.
 

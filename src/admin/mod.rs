@@ -1,8 +1,9 @@
-//! The admin API on `[admin] listen` (shared/SPEC.md §6): `GET /status`,
-//! `POST /reload`, `GET /metrics` (metrics.rs), drain/enable/weight of a
-//! server (servers.rs) and the dashboard at `GET /` (dashboard.rs). With a
-//! token configured, every call needs `Authorization: Bearer <token>` but the
-//! dashboard page itself, which holds no data and sends the token it is given.
+//! The admin API on `[admin] listen` (docs/operations.md#the-admin-api):
+//! `GET /status`, `POST /reload`, `GET /metrics` (metrics.rs),
+//! drain/enable/weight of a server (servers.rs) and the dashboard at `GET /`
+//! (dashboard.rs). With a token configured, every call needs
+//! `Authorization: Bearer <token>` but the dashboard page itself, which holds
+//! no data and sends the token it is given.
 
 mod dashboard;
 mod metrics;

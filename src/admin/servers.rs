@@ -1,9 +1,10 @@
-//! Runtime changes to one server: `drain`, `enable` and `weight` (shared/SPEC.md
-//! §6). They take effect at once and last while the server stays in the
-//! config (same upstream name and address), across reloads; `/status` shows
-//! them as overrides. A drained server takes no new request; the requests it
-//! has finish. A weight override publishes a snapshot with the upstream
-//! rebuilt (the next generation), so every strategy sees it from the next pick.
+//! Runtime changes to one server: `drain`, `enable` and `weight`
+//! (docs/operations.md#the-admin-api). They take effect at once and last while
+//! the server stays in the config (same upstream name and address, or found
+//! again by discovery), across reloads; `/status` shows them as overrides. A
+//! drained server takes no new request; the requests it has finish. A weight
+//! override publishes a snapshot with the upstream rebuilt (the next
+//! generation), so every strategy sees it from the next pick.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Balancing strategies (shared/SPEC.md §3): which server of a pool takes the
+//! Balancing strategies (docs/strategies.md): which server of a pool takes the
 //! next request. One file per algorithm; `Balancer` is the enum a config names.
 //!
 //! Every `pick` takes a `candidate` predicate so the caller decides which

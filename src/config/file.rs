@@ -1,4 +1,4 @@
-//! Serde structs that mirror the TOML file exactly (shared/SPEC.md §2).
+//! Serde structs that mirror the TOML file exactly (docs/config.md).
 //!
 //! They only deserialize: no defaults are applied and nothing is checked beyond
 //! the TOML types. Every value a user can get wrong keeps its span so that

@@ -272,7 +272,7 @@ pub struct Server {
     pub weight: u32,
 }
 
-/// The balancing strategies a config can name (shared/SPEC.md §3).
+/// The balancing strategies a config can name (docs/strategies.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategyKind {
     RoundRobin,

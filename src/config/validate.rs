@@ -1,5 +1,5 @@
 //! Turns the TOML shape (`file::FileConfig`) into a typed `Config`: defaults
-//! applied, every rule of shared/SPEC.md §2 checked, and every error located by
+//! applied, every rule of docs/config.md checked, and every error located by
 //! file, line and column. All errors are collected, not just the first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,7 +1,8 @@
 //! The access log: one structured tracing event per request, target `access`
-//! (shared/SPEC.md §4), written when the response body ends so that `bytes`
-//! and `duration_ms` are the real ones. Switch it off with
-//! `RUST_LOG=info,access=off`; the record is then never built.
+//! (docs/operations.md#why-did-this-request-go-there), written when the
+//! response body ends so that `bytes` and `duration_ms` are the real ones.
+//! Switch it off with `RUST_LOG=info,access=off`; the record is then never
+//! built.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! The attempts of one request at an upstream (shared/SPEC.md §4), whoever
-//! carries them (hyper's client or the HTTP/1 path): each goes to a server
-//! not tried yet; a failure is counted against its server (outlier
-//! ejection) and decides whether another attempt follows.
+//! The attempts of one request at an upstream (retries:
+//! docs/config.md#upstreamsname), whoever carries them (hyper's client or the
+//! HTTP/1 path): each goes to a server not tried yet; a failure is counted
+//! against its server (outlier ejection) and decides whether another attempt
+//! follows.
 //!
 //! Another attempt needs attempts left (`retries`), a server left, and, when
 //! the failed one reached the server, budget left (`RetryBudget`, Finagle's:

@@ -1,7 +1,8 @@
-//! Header rules of a forwarded request and its response (shared/SPEC.md §4)
-//! on hyper's `HeaderMap`, for `service.rs`: hop-by-hop headers removed,
-//! X-Forwarded-* set, a request id kept or made, in place. The HTTP/1 path
-//! applies the same rules while it writes heads (`h1/heads.rs`).
+//! Header rules of a forwarded request and its response
+//! (docs/config.md#requests) on hyper's `HeaderMap`, for `service.rs`:
+//! hop-by-hop headers removed, X-Forwarded-* set, a request id kept or made, in
+//! place. The HTTP/1 path applies the same rules while it writes heads
+//! (`h1/heads.rs`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 

@@ -1,6 +1,7 @@
 //! The key `consistent_hash` hashes, taken from a request: the client IP, a
-//! header, a cookie or the path (shared/SPEC.md §3). `None` when the request
-//! has no such key; the strategy then balances it round-robin.
+//! header, a cookie or the path (`hash_key`, docs/config.md#upstreamsname).
+//! `None` when the request has no such key; the strategy then balances it
+//! round-robin.
 
 use std::net::IpAddr;
 

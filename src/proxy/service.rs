@@ -1,9 +1,9 @@
 //! One request through the proxy on hyper's types: `router.lookup` ->
 //! `upstream.pick` -> forward over the server's pooled client -> retry or map
-//! the error -> stream the response back (shared/SPEC.md §4). It serves HTTP/2
-//! clients, and the HTTP/1 path's requests to HTTP/2 upstreams
-//! (`h1/bridge.rs`). Neither can switch protocols (RFC 8441 is not
-//! supported), so upgrades are the HTTP/1 path's alone.
+//! the error -> stream the response back (docs/config.md#requests). It serves
+//! HTTP/2 clients, and the HTTP/1 path's requests to HTTP/2 upstreams
+//! (`h1/bridge.rs`). Neither can switch protocols (RFC 8441 is not supported),
+//! so upgrades are the HTTP/1 path's alone.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Live reload (shared/SPEC.md §5): build, validate, then swap.
+//! Live reload (docs/config.md#reload): build, validate, then swap.
 //!
 //! The whole new config is read and validated off the request path, the new
 //! snapshot is built carrying the state of servers that stay, new listeners

@@ -1,5 +1,5 @@
 //! The routing table: which vhost a Host header names on a listener, and which
-//! route of that vhost a path takes (shared/SPEC.md §4).
+//! route of that vhost a path takes (docs/config.md#vhostsname).
 //!
 //! Host matching: an exact name beats the longest matching `*.suffix`, which
 //! beats `*`; the port is stripped and case is ignored. Paths: the longest

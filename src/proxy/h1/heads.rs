@@ -1,8 +1,8 @@
-//! The heads the HTTP/1 path writes, each straight into a byte buffer from
-//! the head it came from: the upstream request (the client's head with the
-//! header rules of shared/SPEC.md §4), the client's response (the server's
-//! head, cleaned the same way) and usherd's own answers. Header names keep
-//! the case they came with; nothing is parsed twice.
+//! The heads the HTTP/1 path writes, each straight into a byte buffer from the
+//! head it came from: the upstream request (the client's head with the header
+//! rules of docs/config.md#requests), the client's response (the server's head,
+//! cleaned the same way) and usherd's own answers. Header names keep the case
+//! they came with; nothing is parsed twice.
 
 use http::header::HeaderValue;
 use http::StatusCode;

@@ -1,5 +1,5 @@
 //! One HTTP/1 request, from its parsed head to the last byte of its response:
-//! the same steps as `service.rs` (shared/SPEC.md §4) on the bytes as they
+//! the same steps as `service.rs` (docs/config.md#requests) on the bytes as they
 //! came. Everything the request needs of its head is taken in `prepare`,
 //! with the upstream request head written at once; then the head's bytes are
 //! let go and the request is answered by usherd (here), forwarded to an
