@@ -14,6 +14,7 @@ declare -A needed=(
   [curl]=curl                 # TLS, HTTP/2 and upload clients
   [chromium]=chromium         # the dashboard, in a real browser
   [python3]=python3           # real Python backends (http.server)
+  [dnsmasq]=dnsmasq-base      # a real DNS server for discovery
 )
 missing=()
 for command in "${!needed[@]}"; do

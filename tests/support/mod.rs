@@ -69,19 +69,31 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
-    raw_backend(move |stream: TcpStream, requests: Arc<AtomicUsize>| {
-        let handler = handler.clone();
-        async move {
-            let service = service_fn(move |request| {
-                requests.fetch_add(1, Ordering::SeqCst);
-                let response = handler(request);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
-        }
-    })
+    backend_on("127.0.0.1:0", handler).await
+}
+
+/// As `backend`, listening on `bind` (e.g. `127.0.0.12:9000`, as a replica).
+pub async fn backend_on<F, Fut>(bind: &str, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    raw_backend_on(
+        bind,
+        move |stream: TcpStream, requests: Arc<AtomicUsize>| {
+            let handler = handler.clone();
+            async move {
+                let service = service_fn(move |request| {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    let response = handler(request);
+                    async move { Ok::<_, Infallible>(response.await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            }
+        },
+    )
     .await
 }
 
@@ -103,7 +115,16 @@ where
     F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    raw_backend_on("127.0.0.1:0", handler).await
+}
+
+/// As `raw_backend`, listening on `bind`.
+pub async fn raw_backend_on<F, Fut>(bind: &str, handler: F) -> Backend
+where
+    F: Fn(TcpStream, Arc<AtomicUsize>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
@@ -158,7 +179,12 @@ pub async fn read_exact_more(stream: &mut TcpStream, pending: &mut Vec<u8>, len:
 /// A backend that answers with its name and a JSON echo of the request head:
 /// `{"backend", "method", "path", "headers": {name: [values]}}`.
 pub async fn echo_backend(name: &'static str) -> Backend {
-    backend(move |request: Request<Incoming>| async move {
+    echo_backend_on("127.0.0.1:0", name).await
+}
+
+/// As `echo_backend`, listening on `bind`.
+pub async fn echo_backend_on(bind: &str, name: &'static str) -> Backend {
+    backend_on(bind, move |request: Request<Incoming>| async move {
         let mut headers = serde_json::Map::new();
         for (key, value) in request.headers() {
             let entry = headers
@@ -503,6 +529,7 @@ pub fn spawn_binary_at(
 }
 
 /// A file path in a directory of its own, both removed when dropped.
+pub mod dns;
 pub mod tls;
 
 pub mod tempfile_path {
