@@ -234,11 +234,18 @@ fn summary(config: &Config) -> String {
         }
     }
     for upstream in &config.upstreams {
-        let servers: Vec<String> = upstream
+        let mut servers: Vec<String> = upstream
             .servers
             .iter()
             .map(|s| format!("{} w{}", s.addr, s.weight))
             .collect();
+        if let Some(discovery) = &upstream.discovery {
+            servers.push(format!(
+                "servers from {} every {}",
+                discovery.source.describe(),
+                humantime::format_duration(discovery.refresh)
+            ));
+        }
         let tls = if upstream.transport.tls.is_some() {
             "+tls"
         } else {
