@@ -235,6 +235,15 @@ async fn a_resolver_outage_keeps_the_set_and_says_stale() {
     );
     assert_eq!(state["servers"], 3);
     assert_eq!(spread(&proxy, 30).await.len(), 3);
+    // The dashboard, in a real browser, says the source is stale.
+    let page = format!("http://{}/", proxy.admin_addr().unwrap());
+    let dom = tokio::task::spawn_blocking(move || support::chromium(&page, &["--dump-dom"]))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains(r#"data-discovery="stale""#) && dom.contains("servers from dns api.test"),
+        "the dashboard does not show the stale source"
+    );
 
     // A reload during the outage keeps the discovered set.
     let reloaded = text.replace("retries = 0", "retries = 1");

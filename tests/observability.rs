@@ -472,35 +472,6 @@ fn the_access_log_carries_the_decision() {
         .is_some_and(|id| !id.is_empty()));
 }
 
-/// Runs headless chromium on `url` with `args`; its stdout.
-fn chromium(url: &str, args: &[&str]) -> String {
-    let profile = support::tempfile_path::TempPath::new("chromium", "profile");
-    let output = std::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--window-size=1280,800",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            profile.as_path().parent().unwrap().display()
-        ))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium is installed (.ci/run installs it)");
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_every_server_and_a_drain_in_a_real_browser() {
     let (a, b, proxy) = two_echo_servers("weighted").await;
@@ -518,7 +489,7 @@ async fn the_dashboard_shows_every_server_and_a_drain_in_a_real_browser() {
 
     let dom = tokio::task::spawn_blocking({
         let page = page.clone();
-        move || chromium(&page, &["--dump-dom"])
+        move || support::chromium(&page, &["--dump-dom"])
     })
     .await
     .unwrap();
@@ -540,8 +511,8 @@ async fn the_dashboard_shows_every_server_and_a_drain_in_a_real_browser() {
     let dom = tokio::task::spawn_blocking({
         let screenshot = format!("--screenshot={}", screenshot.display());
         move || {
-            let dom = chromium(&page, &["--dump-dom"]);
-            chromium(&page, &[&screenshot]);
+            let dom = support::chromium(&page, &["--dump-dom"]);
+            support::chromium(&page, &[&screenshot]);
             dom
         }
     })

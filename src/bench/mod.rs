@@ -277,6 +277,7 @@ fn proxy_config(
             outlier: None,
             discovery: None,
         }],
+        registry: None,
         warnings: Vec::new(),
     }
 }

@@ -26,6 +26,18 @@ pub struct FileConfig {
     pub vhosts: BTreeMap<Spanned<String>, Spanned<VhostSection>>,
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, Spanned<UpstreamSection>>,
+    pub registry: Option<Spanned<RegistrySection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    pub state_file: Option<Spanned<String>>,
+    pub write_tokens: Option<Vec<Spanned<String>>>,
+    pub read_tokens: Option<Vec<Spanned<String>>>,
+    pub allow_addresses: Option<Vec<Spanned<String>>>,
+    pub max_services: Option<Spanned<i64>>,
+    pub max_body: Option<Spanned<SizeValue>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

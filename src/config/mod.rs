@@ -4,6 +4,7 @@
 
 mod discovery;
 mod file;
+mod registry;
 mod serialize;
 mod shape;
 mod tls;
@@ -23,6 +24,7 @@ pub use discovery::{
     AddressFamily, Discovery, DiscoverySource, ResolverSettings, DEFAULT_DISCOVERY_TIMEOUT,
     DEFAULT_REFRESH,
 };
+pub use registry::{Registry, DEFAULT_MAX_BODY, DEFAULT_MAX_SERVICES};
 pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY, MAX_WEIGHT};
 
 /// A validated configuration with every default applied.
@@ -40,6 +42,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub vhosts: Vec<Vhost>,
     pub upstreams: Vec<Upstream>,
+    /// The built-in service registry, served on the admin listener.
+    pub registry: Option<Registry>,
     /// Things that are allowed but probably not what the user meant.
     #[serde(skip)]
     pub warnings: Vec<String>,

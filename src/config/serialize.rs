@@ -46,6 +46,11 @@ pub fn secret<S: Serializer>(value: &Option<String>, serializer: S) -> Result<S:
     }
 }
 
+/// Secrets as fingerprints, in order.
+pub fn secrets<S: Serializer>(values: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(values.iter().map(|secret| fingerprint(secret.as_bytes())))
+}
+
 pub fn certificates<S: Serializer>(
     store: &Arc<CertStore>,
     serializer: S,

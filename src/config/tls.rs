@@ -22,7 +22,7 @@ const DEFAULT_HTTPS_PORT: u16 = 443;
 
 impl Checker<'_> {
     /// A path from the config, relative to the config file's directory.
-    fn config_path(&self, path: &str) -> PathBuf {
+    pub(super) fn config_path(&self, path: &str) -> PathBuf {
         let path = PathBuf::from(path);
         if path.is_absolute() {
             path

@@ -92,6 +92,7 @@ impl Checker<'_> {
         let listeners = self.listeners(&file);
         let upstreams = self.upstreams(&file);
         let vhosts = self.vhosts(&file, &listeners, &upstreams);
+        let registry = self.registry(&file);
         Config {
             path: None,
             global,
@@ -99,6 +100,7 @@ impl Checker<'_> {
             listeners,
             vhosts,
             upstreams,
+            registry,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -678,7 +680,7 @@ impl Checker<'_> {
         }
     }
 
-    fn size(&mut self, value: &Spanned<SizeValue>, what: &str) -> Option<u64> {
+    pub(super) fn size(&mut self, value: &Spanned<SizeValue>, what: &str) -> Option<u64> {
         match value.get_ref() {
             SizeValue::Bytes(bytes) if *bytes < 0 => {
                 self.error(value.span(), format!("{what} must not be negative"));

@@ -107,7 +107,7 @@ fn compare_items(path: &str, id: &str, a: &[Value], b: &[Value], parts: &mut Vec
 fn leaf_change(path: &str, old: &Value, new: &Value) -> String {
     let key = path.rsplit(['.', ' ']).next().unwrap_or(path);
     match key {
-        "token" => format!("{path} changed"),
+        "token" | "write_tokens" | "read_tokens" => format!("{path} changed"),
         "certs" => format!("certificates changed ({})", render(new)),
         _ => format!("{path} {} -> {}", render(old), render(new)),
     }

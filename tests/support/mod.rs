@@ -529,6 +529,35 @@ pub fn spawn_binary_at(
 }
 
 /// A file path in a directory of its own, both removed when dropped.
+/// Runs headless chromium on `url` with `args`; its stdout.
+pub fn chromium(url: &str, args: &[&str]) -> String {
+    let profile = tempfile_path::TempPath::new("chromium", "profile");
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--window-size=1280,800",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.as_path().parent().unwrap().display()
+        ))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium is installed (tests/run.sh installs it)");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub mod dns;
 pub mod tls;
 

@@ -1,0 +1,485 @@
+//! The catalog: registered service instances with their checks, and the
+//! index that moves on every change a reader can see (Consul's
+//! `X-Consul-Index`). Pure data and rules, no IO: the registry around it
+//! runs checks, persists, and wakes blocking readers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// A check's state, as Consul names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Passing,
+    Warning,
+    Critical,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Passing => "passing",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        match text {
+            "passing" => Some(Status::Passing),
+            "warning" => Some(Status::Warning),
+            "critical" => Some(Status::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// How a check learns the instance's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Probe {
+    /// The service reports in; no report for `ttl` makes it critical.
+    Ttl {
+        #[serde(with = "humantime_serde_duration")]
+        ttl: Duration,
+    },
+    /// usherd requests `url` every `interval`: 2xx passing, 429 warning,
+    /// anything else critical.
+    Http {
+        url: String,
+        method: String,
+        headers: Vec<(String, String)>,
+        #[serde(with = "humantime_serde_duration")]
+        interval: Duration,
+        #[serde(with = "humantime_serde_duration")]
+        timeout: Duration,
+    },
+    /// usherd connects to `address` every `interval`.
+    Tcp {
+        address: String,
+        #[serde(with = "humantime_serde_duration")]
+        interval: Duration,
+        #[serde(with = "humantime_serde_duration")]
+        timeout: Duration,
+    },
+}
+
+/// One check of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub id: String,
+    pub name: String,
+    pub probe: Probe,
+    pub status: Status,
+    pub output: String,
+    /// TTL checks: when the last report expires.
+    pub expires: Option<SystemTime>,
+    /// Remove the instance once this check has been critical this long.
+    #[serde(with = "humantime_serde_option")]
+    pub deregister_after: Option<Duration>,
+    pub critical_since: Option<SystemTime>,
+}
+
+/// How much traffic an instance takes in each state (Consul's `Weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            passing: 1,
+            warning: 1,
+        }
+    }
+}
+
+/// Which API registered an instance; each keeps its own rules (Eureka's
+/// names are case-insensitive, its instances renew leases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Consul,
+    Eureka,
+}
+
+/// One registered instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub service: String,
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub weights: Weights,
+    pub checks: Vec<Check>,
+    /// Set while in maintenance mode (the reason); not routed meanwhile.
+    pub maintenance: Option<String>,
+    pub origin: Origin,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl Instance {
+    /// The worst status of its checks (passing with none), critical in maintenance.
+    pub fn status(&self) -> Status {
+        if self.maintenance.is_some() {
+            return Status::Critical;
+        }
+        self.checks
+            .iter()
+            .map(|check| check.status)
+            .max_by_key(|status| match status {
+                Status::Passing => 0,
+                Status::Warning => 1,
+                Status::Critical => 2,
+            })
+            .unwrap_or(Status::Passing)
+    }
+
+    /// The weight it takes now: `Weights.Passing`, `Weights.Warning` while warning.
+    pub fn weight(&self) -> u32 {
+        match self.status() {
+            Status::Warning => self.weights.warning,
+            _ => self.weights.passing,
+        }
+    }
+}
+
+/// Every registration, with the index of the last change.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Moves on every change; starts at 1 (Consul never answers index 0).
+    pub index: u64,
+    /// By instance id.
+    pub instances: BTreeMap<String, Instance>,
+    /// The index of the last change to each service, by name.
+    #[serde(skip)]
+    service_index: HashMap<String, u64>,
+}
+
+impl Catalog {
+    pub fn new() -> Catalog {
+        Catalog {
+            index: 1,
+            ..Catalog::default()
+        }
+    }
+
+    /// Rebuilds what is derived after loading from a file.
+    pub fn restored(mut self) -> Catalog {
+        self.index = self.index.max(1);
+        self.service_index.clear();
+        for instance in self.instances.values() {
+            let entry = self
+                .service_index
+                .entry(instance.service.clone())
+                .or_default();
+            *entry = (*entry).max(instance.modify_index);
+        }
+        self
+    }
+
+    /// Marks `service` changed; returns the new index.
+    pub fn touch(&mut self, service: &str) -> u64 {
+        self.index += 1;
+        self.service_index.insert(service.to_string(), self.index);
+        self.index
+    }
+
+    /// The index a reader of `service` compares with (at least 1).
+    pub fn service_index(&self, service: &str) -> u64 {
+        self.service_index.get(service).copied().unwrap_or(1)
+    }
+
+    /// Adds or replaces an instance; returns the index.
+    pub fn register(&mut self, mut instance: Instance) -> u64 {
+        if let Some(old) = self.instances.get(&instance.id) {
+            instance.create_index = old.create_index;
+            if old.service != instance.service {
+                let service = old.service.clone();
+                self.touch(&service);
+            }
+        }
+        let index = self.touch(&instance.service);
+        if instance.create_index == 0 {
+            instance.create_index = index;
+        }
+        instance.modify_index = index;
+        self.instances.insert(instance.id.clone(), instance);
+        index
+    }
+
+    /// Removes an instance; false if there was none.
+    pub fn deregister(&mut self, id: &str) -> bool {
+        match self.instances.remove(id) {
+            Some(instance) => {
+                self.touch(&instance.service);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets a check's status and output. A report that changes neither is
+    /// no change: readers are not woken (Consul's rule). TTL checks get a
+    /// new expiry either way. Returns `None` when no instance has the check.
+    pub fn update_check(
+        &mut self,
+        check_id: &str,
+        status: Status,
+        output: Option<String>,
+        now: SystemTime,
+    ) -> Option<bool> {
+        let (instance_id, position) = self.find_check(check_id)?;
+        let instance = self.instances.get_mut(&instance_id)?;
+        let check = &mut instance.checks[position];
+        if let Probe::Ttl { ttl } = check.probe {
+            check.expires = Some(now + ttl);
+        }
+        let output = output.unwrap_or_else(|| check.output.clone());
+        if check.status == status && check.output == output {
+            return Some(false);
+        }
+        check.critical_since = match (status, check.critical_since) {
+            (Status::Critical, Some(since)) => Some(since),
+            (Status::Critical, None) => Some(now),
+            _ => None,
+        };
+        check.status = status;
+        check.output = output;
+        let service = instance.service.clone();
+        let index = self.touch(&service);
+        if let Some(instance) = self.instances.get_mut(&instance_id) {
+            instance.modify_index = index;
+        }
+        Some(true)
+    }
+
+    /// Turns maintenance mode on (with a reason) or off; `None` when there
+    /// is no such instance, else whether anything changed.
+    pub fn set_maintenance(&mut self, id: &str, reason: Option<String>) -> Option<bool> {
+        let instance = self.instances.get_mut(id)?;
+        if instance.maintenance == reason {
+            return Some(false);
+        }
+        instance.maintenance = reason;
+        let service = instance.service.clone();
+        let index = self.touch(&service);
+        if let Some(instance) = self.instances.get_mut(id) {
+            instance.modify_index = index;
+        }
+        Some(true)
+    }
+
+    /// TTL checks whose report expired turn critical; instances critical
+    /// past their `deregister_after` go. Returns whether anything changed.
+    pub fn expire(&mut self, now: SystemTime) -> bool {
+        let mut expired = Vec::new();
+        for instance in self.instances.values() {
+            for check in &instance.checks {
+                let late = check.expires.is_some_and(|expires| expires <= now);
+                if late && check.status != Status::Critical {
+                    expired.push(check.id.clone());
+                }
+            }
+        }
+        let mut changed = false;
+        for id in expired {
+            changed |= self
+                .update_check(&id, Status::Critical, Some("TTL expired".into()), now)
+                .unwrap_or(false);
+        }
+        let reaped: Vec<String> = self
+            .instances
+            .values()
+            .filter(|instance| {
+                instance.checks.iter().any(|check| {
+                    match (check.deregister_after, check.critical_since) {
+                        (Some(after), Some(since)) => {
+                            now.duration_since(since).unwrap_or_default() >= after
+                        }
+                        _ => false,
+                    }
+                })
+            })
+            .map(|instance| instance.id.clone())
+            .collect();
+        for id in reaped {
+            tracing::info!(instance = %id, "registry: deregistered after being critical too long");
+            changed |= self.deregister(&id);
+        }
+        changed
+    }
+
+    fn find_check(&self, check_id: &str) -> Option<(String, usize)> {
+        self.instances.values().find_map(|instance| {
+            instance
+                .checks
+                .iter()
+                .position(|check| check.id == check_id)
+                .map(|position| (instance.id.clone(), position))
+        })
+    }
+
+    /// The instances of `service` (names compared as `same_name` says),
+    /// sorted by id.
+    pub fn of_service<'a>(
+        &'a self,
+        service: &'a str,
+        same_name: impl Fn(&str, &str) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.instances
+            .values()
+            .filter(move |instance| same_name(&instance.service, service))
+    }
+
+    /// Service names with the union of their instances' tags.
+    pub fn services(&self) -> BTreeMap<String, Vec<String>> {
+        let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for instance in self.instances.values() {
+            let tags = services.entry(instance.service.clone()).or_default();
+            for tag in &instance.tags {
+                if !tags.contains(tag) {
+                    tags.push(tag.clone());
+                }
+            }
+        }
+        services
+    }
+}
+
+/// Durations as `10s` in the state file.
+mod humantime_serde_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional durations as `10s` (or null) in the state file.
+mod humantime_serde_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.collect_str(&humantime::format_duration(*value)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, ttl: Option<Duration>) -> Instance {
+        Instance {
+            id: id.into(),
+            service: "api".into(),
+            address: "10.0.0.1".into(),
+            port: 8080,
+            tags: vec![],
+            meta: BTreeMap::new(),
+            weights: Weights::default(),
+            checks: ttl
+                .map(|ttl| Check {
+                    id: format!("service:{id}"),
+                    name: "ttl".into(),
+                    probe: Probe::Ttl { ttl },
+                    status: Status::Critical,
+                    output: String::new(),
+                    expires: None,
+                    deregister_after: Some(Duration::from_secs(60)),
+                    critical_since: None,
+                })
+                .into_iter()
+                .collect(),
+            maintenance: None,
+            origin: Origin::Consul,
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
+    #[test]
+    fn a_pass_that_changes_nothing_does_not_move_the_index() {
+        let mut catalog = Catalog::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        catalog.register(instance("a", Some(Duration::from_secs(10))));
+        let registered = catalog.service_index("api");
+        assert_eq!(
+            catalog.update_check("service:a", Status::Passing, None, now),
+            Some(true)
+        );
+        let passed = catalog.service_index("api");
+        assert!(passed > registered);
+        assert_eq!(
+            catalog.update_check("service:a", Status::Passing, None, now),
+            Some(false)
+        );
+        assert_eq!(catalog.service_index("api"), passed);
+        assert_eq!(
+            catalog.update_check("nope", Status::Passing, None, now),
+            None
+        );
+    }
+
+    #[test]
+    fn a_ttl_expires_to_critical_then_the_instance_is_reaped() {
+        let mut catalog = Catalog::new();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        catalog.register(instance("a", Some(Duration::from_secs(10))));
+        catalog.update_check("service:a", Status::Passing, None, start);
+        assert!(!catalog.expire(start + Duration::from_secs(9)));
+        assert!(catalog.expire(start + Duration::from_secs(10)));
+        assert_eq!(catalog.instances["a"].status(), Status::Critical);
+        assert_eq!(catalog.instances["a"].checks[0].output, "TTL expired");
+        assert!(!catalog.expire(start + Duration::from_secs(69)));
+        assert!(catalog.expire(start + Duration::from_secs(70)));
+        assert!(catalog.instances.is_empty());
+    }
+
+    #[test]
+    fn maintenance_makes_an_instance_critical() {
+        let mut catalog = Catalog::new();
+        catalog.register(instance("a", None));
+        assert_eq!(catalog.instances["a"].status(), Status::Passing);
+        assert_eq!(
+            catalog.set_maintenance("a", Some("deploy".into())),
+            Some(true)
+        );
+        assert_eq!(catalog.instances["a"].status(), Status::Critical);
+        assert_eq!(
+            catalog.set_maintenance("a", Some("deploy".into())),
+            Some(false)
+        );
+        assert_eq!(catalog.set_maintenance("b", None), None);
+    }
+}
