@@ -557,3 +557,27 @@ async fn the_dashboard_shows_every_server_and_a_drain_in_a_real_browser() {
     assert!(sent.load(Ordering::Relaxed) > 0);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_of_a_tokenless_admin_loads_in_a_real_browser() {
+    let a = echo_backend("a").await;
+    let proxy = start_proxy(&support::pool_config(
+        &[a.addr.to_string()],
+        "weighted",
+        "",
+        "",
+        true,
+    ))
+    .await;
+    // The browser's Host is the loopback address it was given.
+    let page = format!("http://{}/", proxy.admin_addr().unwrap());
+    let dom = tokio::task::spawn_blocking(move || chromium(&page, &["--dump-dom"]))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains(&format!(r#"data-server="{}" data-state="healthy""#, a.addr)),
+        "{} shown as healthy in\n{dom}",
+        a.addr
+    );
+    proxy.shutdown().await;
+}

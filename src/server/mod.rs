@@ -7,6 +7,7 @@ mod listener;
 mod listener_set;
 mod serve;
 
+pub(crate) use conn::ClientIo;
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
 pub use listener::{serve_listener, stopped, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
