@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod http1;
+pub mod log_limit;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
