@@ -17,6 +17,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod http1;
+pub mod log_limit;
 pub mod proxy;
 pub mod registry;
 pub mod reload;

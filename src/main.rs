@@ -157,8 +157,19 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // h2 warns once per connection it ends for a reset flood, which a client
+    // can repeat at will; usherd logs those itself, rate-limited
+    // (server/serve.rs). Unless RUST_LOG asks for h2 by name.
+    let names_h2 = std::env::var("RUST_LOG").is_ok_and(|directives| {
+        directives
+            .split(',')
+            .any(|directive| directive.trim_start().starts_with("h2"))
+    });
+    if !names_h2 {
+        filter = filter.add_directive("h2=error".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

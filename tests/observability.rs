@@ -535,3 +535,111 @@ async fn the_dashboard_shows_every_server_and_a_drain_in_a_real_browser() {
     assert!(sent.load(Ordering::Relaxed) > 0);
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_of_a_tokenless_admin_loads_in_a_real_browser() {
+    let a = echo_backend("a").await;
+    let proxy = start_proxy(&support::pool_config(
+        &[a.addr.to_string()],
+        "weighted",
+        "",
+        "",
+        true,
+    ))
+    .await;
+    // The browser's Host is the loopback address it was given.
+    let page = format!("http://{}/", proxy.admin_addr().unwrap());
+    let dom = tokio::task::spawn_blocking(move || chromium(&page, &["--dump-dom"]))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains(&format!(r#"data-server="{}" data-state="healthy""#, a.addr)),
+        "{} shown as healthy in\n{dom}",
+        a.addr
+    );
+    proxy.shutdown().await;
+}
+
+/// One HTTP/2 connection that opens and cancels streams until the proxy ends
+/// it with GOAWAY ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).
+async fn rapid_reset(addr: std::net::SocketAddr) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    for _ in 0..100 {
+        let request = Request::get("http://h2.test/").body(()).unwrap();
+        let Ok((_, mut stream)) = client.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the proxy ends the connection");
+    // Its GOAWAY, or the closed socket under the client's last writes.
+    let error = ended.expect_err("the connection ends with an error");
+    assert!(
+        error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) || error.is_io(),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_rapid_reset_client_gets_a_counted_warning_not_a_storm() {
+    const CONNECTIONS: u64 = 60;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let a = runtime.block_on(echo_backend("a"));
+    let (process, _config) = support::spawn_binary(
+        &support::pool_config(&[a.addr.to_string()], "round_robin", "", "", true),
+        2,
+    );
+    let (web, admin) = (process.addr("web"), process.addr("[admin]"));
+    runtime.block_on(async {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::spawn(async move {
+                    for _ in 0..CONNECTIONS / 4 {
+                        rapid_reset(web).await;
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.unwrap();
+        }
+    });
+    // Every connection is counted, though few are logged.
+    let metric = r#"usherd_client_protocol_errors_total{kind="http2_reset_flood"}"#;
+    let counted = || {
+        let text = runtime
+            .block_on(get(&format!("http://{admin}/metrics"), None))
+            .text();
+        parse_metrics(&text).get(metric).copied()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counted() != Some(CONNECTIONS as f64) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{metric} is {:?}, not {CONNECTIONS}",
+            counted()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = process.wait_for_log("\"kind\":\"http2_reset_flood\"", Duration::from_secs(5));
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["level"], "WARN");
+    assert!(first["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(first["total"].as_u64().unwrap() >= 1);
+    let warnings: Vec<String> = process
+        .stderr_tail
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("\"level\":\"WARN\""))
+        .cloned()
+        .collect();
+    assert!(
+        warnings.len() <= 5,
+        "{} warnings for {CONNECTIONS} connections: {warnings:#?}",
+        warnings.len()
+    );
+}

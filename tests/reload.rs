@@ -289,8 +289,10 @@ async fn a_kubernetes_configmap_swap_reloads() {
     );
 }
 
+/// A tokenless admin POST, with the header a state change needs.
 async fn post(url: &str) -> support::Reply {
     let request = Request::post(url)
+        .header("x-usherd", "1")
         .body(Empty::new().map_err(|never| match never {}).boxed())
         .unwrap();
     send(&client(), request).await

@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::app::App;
+use crate::server::HTTP2_RESET_FLOODS;
 use crate::stats::{LatencySnapshot, StatusClasses};
 use crate::upstream::LazyNow;
 
@@ -285,6 +286,15 @@ impl Collector for AppCollector {
                     s.tls_handshake_failures.load(Ordering::Relaxed),
                 )
             }),
+        )?;
+        family.counter(
+            "client_protocol_errors",
+            "Client connections closed for protocol abuse, by kind (process-wide; \
+             logged at most once per 10 s per kind).",
+            [(
+                vec![("kind", "http2_reset_flood")],
+                HTTP2_RESET_FLOODS.total(),
+            )],
         )?;
 
         family.counter(

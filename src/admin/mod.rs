@@ -4,12 +4,20 @@
 //! (dashboard.rs). With a token configured, every call needs
 //! `Authorization: Bearer <token>` but the dashboard page itself, which holds
 //! no data and sends the token it is given.
+//!
+//! Hardening (docs/security.md): at most `MAX_CONNECTIONS` connections, each
+//! held to `[global] header_read_timeout` and `idle_timeout`. Without a token
+//! (then the admin listens on loopback: a config rule), it answers only
+//! requests whose Host is `localhost` or a loopback address (DNS rebinding),
+//! and a state change needs `X-Usherd: 1` or a JSON content type, which a web
+//! page cannot send to another origin without the browser asking first.
 
 mod dashboard;
 mod metrics;
 mod servers;
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -22,17 +30,32 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
 use crate::reload::Trigger;
+use crate::server::{ClientIo, ConnState};
 use crate::stats::{StatusClasses, LATENCY_BOUNDS};
 use crate::upstream::LazyNow;
 use servers::ServerCall;
 
+/// Admin connections served at once; more wait in the accept backlog (they
+/// take no file descriptor of the process until a slot frees).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The header a tokenless state change carries to show it is no web page.
+const NOT_A_WEB_PAGE: &str = "x-usherd";
+
 /// Serves the admin API until `stop` turns true.
 pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => {
+                permit.expect("the admin connection slots are never closed")
+            }
+            _ = crate::server::stopped(&mut stop) => return,
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -45,16 +68,24 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
             _ = crate::server::stopped(&mut stop) => return,
         };
         let app = Arc::clone(&app);
+        // The head must come within `header_read_timeout` of accept (this also
+        // bounds hyper's look at the first bytes for HTTP/2), and the next one
+        // within `idle_timeout` of the last response.
+        let state = Arc::new(ConnState::default());
+        let io = ClientIo::new(stream, Arc::clone(&state), app.snapshots.load().timeouts);
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| {
                 let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(route(&app, request).await) }
+                let active = state.begin_request();
+                async move {
+                    let response = route(&app, request).await;
+                    drop(active);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
                 tracing::debug!(%error, "admin connection ended with an error");
             }
         });
@@ -62,11 +93,6 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
 }
 
 async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    // The dashboard page holds no data (a browser cannot send the header to
-    // open it); everything it shows comes from calls that need the token.
-    if request.method() == Method::GET && request.uri().path() == "/" {
-        return dashboard::page();
-    }
     let token = app
         .snapshots
         .load()
@@ -74,6 +100,22 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Byte
         .admin
         .as_ref()
         .and_then(|a| a.token.clone());
+    if token.is_none() {
+        if let Some(host) = foreign_host(&request) {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!(
+                    "Host {host:?} is refused: without [admin] token the admin API answers only \
+                     to localhost or a loopback address (a guard against DNS rebinding)"
+                ),
+            );
+        }
+    }
+    // The dashboard page holds no data (a browser cannot send the header to
+    // open it); everything it shows comes from calls that need the token.
+    if request.method() == Method::GET && request.uri().path() == "/" {
+        return dashboard::page();
+    }
     if let Some(token) = token {
         let given = request
             .headers()
@@ -82,6 +124,12 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Byte
         if given.is_none_or(|given| !same_secret(given, token.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
+    } else if changes_state(request.method()) && !sent_by_a_program(&request) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a state change without [admin] token needs the header `X-Usherd: 1` or \
+             `Content-Type: application/json` (which a web page cannot send here)",
+        );
     }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/status") => json_response(StatusCode::OK, &status(app)),
@@ -131,16 +179,28 @@ async fn server_call(app: &Arc<App>, request: Request<Incoming>) -> Response<Ful
         ServerCall::Drain => servers::set_draining(app, &upstream, &addr, true),
         ServerCall::Enable => servers::set_draining(app, &upstream, &addr, false),
         ServerCall::Weight => {
-            let body = match Limited::new(request.into_body(), MAX_ADMIN_BODY)
-                .collect()
-                .await
-            {
-                Ok(body) => body.to_bytes(),
-                Err(_) => {
+            // A request being served has no connection time limit: the body
+            // gets `header_read_timeout`.
+            let limit = app.snapshots.load().timeouts.header_read;
+            let body = Limited::new(request.into_body(), MAX_ADMIN_BODY).collect();
+            let body = match tokio::time::timeout(limit, body).await {
+                Ok(Ok(body)) => body.to_bytes(),
+                Ok(Err(_)) => {
                     return error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "the body must be a weight: an integer",
                     )
+                }
+                Err(_elapsed) => {
+                    let mut response = error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the body did not come within header_read_timeout",
+                    );
+                    response.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                    return response;
                 }
             };
             match servers::parse_weight(&body) {
@@ -288,6 +348,54 @@ pub fn status(app: &App) -> Value {
 
 fn rfc3339(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The request's Host (or HTTP/2 authority) when it is neither `localhost`
+/// nor a loopback address. A request without one is no browser's.
+fn foreign_host(request: &Request<Incoming>) -> Option<String> {
+    let host = match request.headers().get(header::HOST) {
+        Some(value) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        None => request.uri().authority()?.to_string(),
+    };
+    (!is_loopback_host(&host)).then_some(host)
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]` (IPv4-mapped too), with any port.
+fn is_loopback_host(authority: &str) -> bool {
+    let ip: Option<IpAddr> = if let Some(bracketed) = authority.strip_prefix('[') {
+        let inside = bracketed.split_once(']').map_or(bracketed, |(ip, _)| ip);
+        inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    } else {
+        let name = authority
+            .split_once(':')
+            .map_or(authority, |(name, _)| name);
+        if name.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        name.parse().ok()
+    };
+    ip.is_some_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// Every method but GET and HEAD may change something.
+fn changes_state(method: &Method) -> bool {
+    method != Method::GET && method != Method::HEAD
+}
+
+/// `X-Usherd: 1` or a JSON content type: what a page of another origin cannot
+/// send without the browser first asking the admin API (CORS preflight),
+/// which never agrees.
+fn sent_by_a_program(request: &Request<Incoming>) -> bool {
+    let headers = request.headers();
+    let marked = headers
+        .get(NOT_A_WEB_PAGE)
+        .is_some_and(|value| value.as_bytes() == b"1");
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    marked || json
 }
 
 /// Compares without stopping at the first difference, so response timing

@@ -268,9 +268,11 @@ impl Registry {
             Ok(ip) => ip,
             // A name: resolved when connecting, so only an allow list can vet it.
             Err(_) if self.settings.load().allow_addresses.is_empty() => return Ok(()),
-            Err(_) => return Err(Refused::Forbidden(format!(
+            Err(_) => {
+                return Err(Refused::Forbidden(format!(
                 "address `{address}` is a name; with allow_addresses set, register an IP address"
-            ))),
+            )))
+            }
         };
         let refused = match ip {
             IpAddr::V4(v4) => {

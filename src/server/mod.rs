@@ -7,7 +7,8 @@ mod listener;
 mod listener_set;
 mod serve;
 
+pub(crate) use conn::ClientIo;
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
 pub use listener::{serve_listener, stopped, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
-pub use serve::ServerSettings;
+pub use serve::{ServerSettings, HTTP2_RESET_FLOODS};

@@ -4,6 +4,7 @@
 //! docs/http1.md).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use super::conn::{ClientIo, Protocol};
 use super::listener::stopped;
 use crate::config::Global;
+use crate::log_limit::LogLimiter;
 use crate::proxy::{h1, handle, ClientBody, ClientConn};
 use crate::snapshot::SharedSnapshot;
 
@@ -26,6 +28,11 @@ const HTTP2_MAX_PENDING_RESETS: usize = 20;
 
 /// Streams reset for a client's protocol errors before the connection goes.
 const HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 256;
+
+/// HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM because their
+/// client reset, or made fail, too many streams (rapid reset and kin): one
+/// warning per interval, however many clients do it.
+pub static HTTP2_RESET_FLOODS: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 
 /// How new client connections are served, from `[global]`.
 #[derive(Debug, Clone)]
@@ -98,12 +105,37 @@ pub async fn serve_connection<S>(
                     connection.await
                 }
             };
-            if let Err(error) = result {
-                tracing::debug!(client = %peer, %error, "client connection ended with an error");
+            match result {
+                Err(error) if is_reset_flood(&error) => {
+                    if let Some(seen) = HTTP2_RESET_FLOODS.admit() {
+                        tracing::warn!(
+                            client = %peer,
+                            kind = "http2_reset_flood",
+                            suppressed = seen.suppressed,
+                            total = seen.total,
+                            "HTTP/2 client reset or failed too many streams: GOAWAY ENHANCE_YOUR_CALM \
+                             (logged once per 10 s; `suppressed` since the last such line)"
+                        );
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(client = %peer, %error, "client connection ended with an error");
+                }
+                Ok(()) => {}
             }
         }
         Err(error) => {
             tracing::debug!(client = %peer, %error, "client connection failed before a request");
         }
     }
+}
+
+/// Whether hyper ended the connection because h2 sent GOAWAY
+/// ENHANCE_YOUR_CALM for too many reset streams.
+fn is_reset_flood(error: &hyper::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| {
+            h2.is_go_away() && h2.is_library() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+        })
 }
