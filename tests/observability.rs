@@ -549,7 +549,7 @@ async fn the_dashboard_of_a_tokenless_admin_loads_in_a_real_browser() {
     .await;
     // The browser's Host is the loopback address it was given.
     let page = format!("http://{}/", proxy.admin_addr().unwrap());
-    let dom = tokio::task::spawn_blocking(move || chromium(&page, &["--dump-dom"]))
+    let dom = tokio::task::spawn_blocking(move || support::chromium(&page, &["--dump-dom"]))
         .await
         .unwrap();
     assert!(

@@ -46,8 +46,8 @@ type Reply = Response<Full<Bytes>>;
 pub async fn handle(registry: &Arc<Registry>, request: ApiRequest<'_>) -> Reply {
     let query = Query::parse(request.query);
     let writes = !matches!(*request.method, Method::GET | Method::HEAD);
-    if let Err(reply) = authorize(registry, &request, &query, writes) {
-        return reply;
+    if let Err(message) = authorize(registry, &request, &query, writes) {
+        return error_reply(StatusCode::FORBIDDEN, message);
     }
     let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     match (request.method, segments.as_slice()) {
@@ -70,7 +70,7 @@ pub async fn handle(registry: &Arc<Registry>, request: ApiRequest<'_>) -> Reply 
         (&Method::PUT, ["agent", "check", "update", id]) => {
             let body = match object(&request.body) {
                 Ok(body) => body,
-                Err(reply) => return reply,
+                Err(message) => return bad_request(message),
             };
             let status = match body
                 .get("status")
@@ -196,7 +196,7 @@ fn authorize(
     request: &ApiRequest<'_>,
     query: &Query,
     writes: bool,
-) -> Result<(), Reply> {
+) -> Result<(), String> {
     let settings = registry.settings();
     let given = request
         .headers
@@ -229,13 +229,13 @@ fn authorize(
         Some(_) if writes => "Permission denied: the token may not write",
         Some(_) => "Permission denied: the token may not read",
     };
-    Err(error_reply(StatusCode::FORBIDDEN, message.into()))
+    Err(message.into())
 }
 
 fn register(registry: &Arc<Registry>, request: &ApiRequest<'_>, query: &Query) -> Reply {
     let body = match object(&request.body) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(message) => return bad_request(message),
     };
     let instance = match parse_registration(&body, request.peer) {
         Ok(instance) => instance,
@@ -543,18 +543,19 @@ fn normalize(object: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-/// The body as a JSON object with normalized top-level keys.
-fn object(body: &Bytes) -> Result<Map<String, Value>, Reply> {
+/// The body as a JSON object with normalized top-level keys; an error says
+/// what is wrong with it.
+fn object(body: &Bytes) -> Result<Map<String, Value>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(normalize(&object)),
-        Ok(other) => Err(bad_request(format!(
+        Ok(other) => Err(format!(
             "the body must be a JSON object, not {}",
             kind(&other)
-        ))),
-        Err(error) => Err(bad_request(format!("the body is not valid JSON: {error}"))),
+        )),
+        Err(error) => Err(format!("the body is not valid JSON: {error}")),
     }
 }
 
@@ -845,6 +846,7 @@ fn not_found(message: String) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::join_host_port;
 
     #[test]
     fn go_durations() {
