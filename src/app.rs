@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::config::Config;
 use crate::control::{self, Control, PublishRecord, ShownSources};
+use crate::registry::Registry;
 use crate::reload::{ReloadCounts, ReloadRecord};
 use crate::server::{serve_listener, BindError, BindPlan, BoundListener, ListenerContext};
 use crate::snapshot::{SharedSnapshot, Snapshot};
@@ -36,6 +37,8 @@ pub struct App {
     pub(crate) last_publish: Mutex<PublishRecord>,
     /// The discovery source of each upstream that has one, for `/status`.
     pub(crate) sources: ShownSources,
+    /// The built-in service registry, while the config has one.
+    pub(crate) registry: Mutex<Option<Arc<Registry>>>,
     pub reload_counts: ReloadCounts,
     /// The config text the last reload from the file read, so the file
     /// watcher can skip events that did not change it.
@@ -77,6 +80,7 @@ impl App {
                 changes: Vec::new(),
             }),
             sources: Mutex::default(),
+            registry: Mutex::default(),
             reload_counts: ReloadCounts::default(),
             last_file_text: Mutex::new(file_text),
             started_at,
@@ -160,6 +164,14 @@ impl App {
             control.admin.stop_all();
             control.health_checks.clear();
             control.sources.clear();
+        }
+        if let Some(registry) = self
+            .registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            registry.stop();
         }
         self.shutdown.send_replace(true);
         self.connections.close();

@@ -56,7 +56,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
             }
             _ = crate::server::stopped(&mut stop) => return,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -79,7 +79,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
                 let app = Arc::clone(&app);
                 let active = state.begin_request();
                 async move {
-                    let response = route(&app, request).await;
+                    let response = route(&app, request, peer).await;
                     drop(active);
                     Ok::<_, Infallible>(response)
                 }
@@ -92,7 +92,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
     }
 }
 
-async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
     let token = app
         .snapshots
         .load()
@@ -110,6 +114,10 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Byte
                 ),
             );
         }
+    }
+    // The registry's API has tokens of its own.
+    if request.uri().path().starts_with("/v1/") {
+        return registry_call(app, request, peer).await;
     }
     // The dashboard page holds no data (a browser cannot send the header to
     // open it); everything it shows comes from calls that need the token.
@@ -152,6 +160,56 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Response<Full<Byte
         (_, path) if path.starts_with("/upstreams/") => server_call(app, request).await,
         _ => error(StatusCode::NOT_FOUND, "no such admin call"),
     }
+}
+
+/// A call of the registry's Consul-compatible API (`/v1/...`).
+async fn registry_call(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    let Some(registry) = app.registry() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no registry here: add a [registry] section to the config",
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let limit = registry.settings().max_body as usize;
+    let read = Limited::new(body, limit).collect();
+    let body = match tokio::time::timeout(app.snapshots.load().timeouts.header_read, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than the registry's max_body ({limit} bytes)"),
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time",
+            )
+        }
+    };
+    let agent = app
+        .bound
+        .load()
+        .admin
+        .map_or_else(String::new, |addr| addr.to_string());
+    crate::registry::consul::handle(
+        &registry,
+        crate::registry::consul::ApiRequest {
+            method: &parts.method,
+            path: &parts.uri.path()["/v1".len()..],
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body,
+            peer: peer.ip(),
+            agent,
+        },
+    )
+    .await
 }
 
 /// The largest request body the admin API reads (a weight is a few bytes).

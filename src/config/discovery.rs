@@ -61,6 +61,13 @@ pub enum DiscoverySource {
         #[serde(flatten)]
         resolver: ResolverSettings,
     },
+    /// Instances of `service` in usherd's own registry.
+    Registry {
+        service: String,
+        tag: Option<String>,
+        /// Only passing instances (else warning ones too).
+        passing: bool,
+    },
 }
 
 impl DiscoverySource {
@@ -69,6 +76,10 @@ impl DiscoverySource {
         match self {
             DiscoverySource::Dns { name, port, .. } => format!("dns {name}:{port}"),
             DiscoverySource::Srv { name, .. } => format!("srv {name}"),
+            DiscoverySource::Registry { service, tag, .. } => match tag {
+                Some(tag) => format!("registry {service} tag {tag}"),
+                None => format!("registry {service}"),
+            },
         }
     }
 
@@ -77,6 +88,7 @@ impl DiscoverySource {
         match self {
             DiscoverySource::Dns { .. } => "dns",
             DiscoverySource::Srv { .. } => "srv",
+            DiscoverySource::Registry { .. } => "registry",
         }
     }
 }
@@ -110,9 +122,38 @@ impl Checker<'_> {
             }
         }
         let timeout = self.duration_or(&body.timeout, "timeout", DEFAULT_DISCOVERY_TIMEOUT);
-        let empty_after = self.duration_or(&body.empty_after, "empty_after", refresh * 2);
-        let max_stale = self.max_stale(&body.max_stale);
         let source = body.source.get_ref().as_str();
+        // The registry is the truth itself: an instance that goes is gone.
+        let empty_default = if source == "registry" {
+            Duration::ZERO
+        } else {
+            refresh * 2
+        };
+        let empty_after = match &body.empty_after {
+            Some(value)
+                if humantime::parse_duration(&value.get_ref().0).is_ok_and(|d| d.is_zero()) =>
+            {
+                Duration::ZERO
+            }
+            _ => self.duration_or(&body.empty_after, "empty_after", empty_default),
+        };
+        let max_stale = self.max_stale(&body.max_stale);
+        if source == "registry" {
+            return self.registry_source(section, refresh, timeout, empty_after, max_stale);
+        }
+        if let Some(key) = [
+            ("service", body.service.as_ref().map(Spanned::span)),
+            ("tag", body.tag.as_ref().map(Spanned::span)),
+            ("passing", body.passing.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .find(|(_, span)| span.is_some())
+        {
+            self.error(
+                key.1.unwrap_or_default(),
+                format!("`{}` applies only to source registry", key.0),
+            );
+        }
         let name = match &body.name {
             Some(name) => {
                 if let Err(message) = check_dns_name(name.get_ref(), source == "srv") {
@@ -158,13 +199,71 @@ impl Checker<'_> {
             other => {
                 self.error(
                     body.source.span(),
-                    format!("unknown discovery source `{other}`: use dns or srv"),
+                    format!("unknown discovery source `{other}`: use dns, srv or registry"),
                 );
                 return None;
             }
         };
         Some(Discovery {
             source,
+            refresh,
+            timeout,
+            empty_after,
+            max_stale,
+        })
+    }
+
+    /// `source = "registry"`: `service` (required), `tag`, `passing`.
+    fn registry_source(
+        &mut self,
+        section: &Spanned<DiscoverySection>,
+        refresh: Duration,
+        timeout: Duration,
+        empty_after: Duration,
+        max_stale: Option<Duration>,
+    ) -> Option<Discovery> {
+        let body = section.get_ref();
+        for (key, span) in [
+            ("name", body.name.as_ref().map(Spanned::span)),
+            ("port", body.port.as_ref().map(Spanned::span)),
+            ("family", body.family.as_ref().map(Spanned::span)),
+            ("weight", body.weight.as_ref().map(Spanned::span)),
+            ("resolvers", body.resolvers.as_ref().map(Spanned::span)),
+            ("respect_ttl", body.respect_ttl.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                self.error(
+                    span,
+                    format!("`{key}` does not apply to source registry: instances register their address, port and weights"),
+                );
+            }
+        }
+        if !self.has_registry {
+            self.error(
+                body.source.span(),
+                "source registry needs the registry: add a [registry] section".into(),
+            );
+        }
+        let service = match &body.service {
+            Some(service) if !service.get_ref().trim().is_empty() => service.get_ref().clone(),
+            Some(service) => {
+                self.error(service.span(), "service must not be empty".into());
+                String::new()
+            }
+            None => {
+                self.error(
+                    section.span(),
+                    "source registry needs `service`, the name instances register under".into(),
+                );
+                String::new()
+            }
+        };
+        Some(Discovery {
+            source: DiscoverySource::Registry {
+                service,
+                tag: body.tag.as_ref().map(|tag| tag.get_ref().clone()),
+                passing: body.passing.as_ref().is_none_or(|p| *p.get_ref()),
+            },
             refresh,
             timeout,
             empty_after,

@@ -188,6 +188,9 @@ pub struct UpstreamSection {
 pub struct DiscoverySection {
     pub source: Spanned<String>,
     pub name: Option<Spanned<String>>,
+    pub service: Option<Spanned<String>>,
+    pub tag: Option<Spanned<String>>,
+    pub passing: Option<Spanned<bool>>,
     pub port: Option<Spanned<i64>>,
     pub family: Option<Spanned<String>>,
     pub weight: Option<Spanned<i64>>,

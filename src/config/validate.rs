@@ -41,6 +41,7 @@ pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
             .map_or_else(PathBuf::new, Path::to_path_buf),
         errors: Vec::new(),
         warnings: Vec::new(),
+        has_registry: false,
     };
     match shape::deserialize(text) {
         Ok(parsed) => {
@@ -67,6 +68,8 @@ pub(super) struct Checker<'a> {
     pub(super) base_dir: PathBuf,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
+    /// The file has a [registry] section (`source = "registry"` needs one).
+    pub(super) has_registry: bool,
 }
 
 impl Checker<'_> {
@@ -87,6 +90,7 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, file: FileConfig) -> Config {
+        self.has_registry = file.registry.is_some();
         let global = self.global(&file);
         let admin = file.admin.as_ref().and_then(|admin| self.admin(admin));
         let listeners = self.listeners(&file);

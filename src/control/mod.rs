@@ -15,6 +15,7 @@
 //! this module: it reads the published snapshot.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -22,8 +23,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::app::App;
-use crate::config::{Config, HealthCheck, Server};
+use crate::config::{Config, DiscoverySource, HealthCheck, Server};
 use crate::discovery::{self, RunningSource, SourceStatus, Update};
+use crate::registry::Registry;
 use crate::server::ListenerSet;
 use crate::snapshot::Snapshot;
 use crate::upstream::{spawn_checks, RuntimeServers};
@@ -84,6 +86,8 @@ pub(crate) struct Control {
     next_run: u64,
     /// Where sources send their sets.
     updates: UnboundedSender<Update>,
+    /// The registry `source = "registry"` reads.
+    pub registry: Option<Arc<Registry>>,
 }
 
 /// A running health checker and what it was started for; aborted on drop.
@@ -111,6 +115,7 @@ impl Control {
             sources: HashMap::new(),
             next_run: 1,
             updates,
+            registry: None,
         }
     }
 
@@ -166,7 +171,13 @@ impl Control {
                     self.runtime.discovered.remove(&upstream.name);
                     let run = self.next_run;
                     self.next_run += 1;
-                    discovery::spawn(&upstream.name, settings, run, self.updates.clone())
+                    discovery::spawn(
+                        &upstream.name,
+                        settings,
+                        run,
+                        self.updates.clone(),
+                        self.registry.clone(),
+                    )
                 }
             };
             kept.insert(upstream.name.clone(), running);
@@ -175,6 +186,22 @@ impl Control {
             self.runtime.discovered.remove(gone);
         }
         self.sources = kept;
+    }
+
+    /// Sources read `registry` from now on; those that read another one
+    /// stop (and start again on the new one with `sync_sources`).
+    fn follow_registry(&mut self, registry: Option<Arc<Registry>>) {
+        let same = match (&self.registry, &registry) {
+            (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.sources.retain(|_, running| {
+                !matches!(running.settings.source, DiscoverySource::Registry { .. })
+            });
+        }
+        self.registry = registry;
     }
 
     /// Forgets admin weights of servers that are gone from `config` and
@@ -206,6 +233,8 @@ impl App {
         trigger: Trigger,
         changes: Vec<String>,
     ) -> u64 {
+        self.sync_registry(&config);
+        control.follow_registry(self.registry());
         control.sync_sources(&config);
         self.show_sources(control);
         control.prune_weight_overrides(&config);
@@ -259,9 +288,50 @@ impl App {
         };
     }
 
-    /// Starts what the config at start needs: discovery sources and health
-    /// checkers.
+    /// The built-in registry, while the config has one.
+    pub fn registry(&self) -> Option<Arc<Registry>> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts, updates or stops the registry to match `config`. A registry
+    /// that keeps its state file keeps its catalog across a reload.
+    fn sync_registry(&self, config: &Config) {
+        let own: Vec<SocketAddr> = config
+            .listeners
+            .iter()
+            .map(|listener| listener.listen)
+            .chain(config.admin.iter().map(|admin| admin.listen))
+            .collect();
+        let mut slot = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        match (&config.registry, slot.as_ref()) {
+            (Some(settings), Some(running))
+                if running.settings().state_file == settings.state_file =>
+            {
+                running.update(settings, own);
+            }
+            (Some(settings), _) => {
+                if let Some(old) = slot.take() {
+                    old.stop();
+                }
+                *slot = Some(Registry::start(settings, own));
+            }
+            (None, Some(_)) => {
+                if let Some(old) = slot.take() {
+                    old.stop();
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Starts what the config at start needs: the registry, discovery
+    /// sources and health checkers.
     pub(crate) fn start_control(&self, control: &mut Control, config: &Config) {
+        self.sync_registry(config);
+        control.follow_registry(self.registry());
         control.sync_sources(config);
         self.show_sources(control);
         control.sync_health_checks(&self.snapshots.load(), None);

@@ -21,18 +21,47 @@ use crate::config::{AddressFamily, DiscoverySource, ResolverSettings, Server, MA
 /// A DNS source, ready to ask.
 pub struct DnsSource {
     resolver: TokioResolver,
-    source: DiscoverySource,
+    query: Query,
+}
+
+/// What a DNS source asks.
+enum Query {
+    Addresses {
+        name: String,
+        port: u16,
+        weight: u32,
+    },
+    Srv {
+        name: String,
+    },
 }
 
 impl DnsSource {
     /// Builds the resolver for `source`; fails when the system's resolver
     /// configuration is needed and cannot be read.
     pub fn new(source: &DiscoverySource, timeout: Duration) -> Result<DnsSource, String> {
-        let (settings, family) = match source {
+        let (settings, family, query) = match source {
             DiscoverySource::Dns {
-                resolver, family, ..
-            } => (resolver, *family),
-            DiscoverySource::Srv { resolver, .. } => (resolver, AddressFamily::Any),
+                resolver,
+                family,
+                name,
+                port,
+                weight,
+            } => (
+                resolver,
+                *family,
+                Query::Addresses {
+                    name: name.clone(),
+                    port: *port,
+                    weight: *weight,
+                },
+            ),
+            DiscoverySource::Srv { resolver, name } => (
+                resolver,
+                AddressFamily::Any,
+                Query::Srv { name: name.clone() },
+            ),
+            DiscoverySource::Registry { .. } => return Err("not a DNS source".into()),
         };
         let (config, mut options) = resolver_config(settings)?;
         options.cache_size = 0;
@@ -48,31 +77,28 @@ impl DnsSource {
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
                 .with_options(options)
                 .build();
-        Ok(DnsSource {
-            resolver,
-            source: source.clone(),
-        })
+        Ok(DnsSource { resolver, query })
     }
 
     /// Asks once.
     pub async fn lookup(&self) -> Answer {
-        match &self.source {
-            DiscoverySource::Dns {
-                name, port, weight, ..
-            } => match self.resolver.lookup_ip(name.as_str()).await {
-                Ok(found) => {
-                    let servers = found
-                        .iter()
-                        .map(|ip| Server {
-                            addr: SocketAddr::new(ip, *port).to_string(),
-                            weight: *weight,
-                        })
-                        .collect();
-                    Answer::found(servers, found.valid_until())
+        match &self.query {
+            Query::Addresses { name, port, weight } => {
+                match self.resolver.lookup_ip(name.as_str()).await {
+                    Ok(found) => {
+                        let servers = found
+                            .iter()
+                            .map(|ip| Server {
+                                addr: SocketAddr::new(ip, *port).to_string(),
+                                weight: *weight,
+                            })
+                            .collect();
+                        Answer::found(servers, found.valid_until())
+                    }
+                    Err(error) => failure_or_none(name, &error),
                 }
-                Err(error) => failure_or_none(name, &error),
-            },
-            DiscoverySource::Srv { name, .. } => self.lookup_srv(name).await,
+            }
+            Query::Srv { name } => self.lookup_srv(name).await,
         }
     }
 

@@ -1,7 +1,9 @@
-//! Discovery: sources that find an upstream's servers at run time. Each
-//! source is a task that asks again every `refresh` and hands every set that
-//! differs from the last one to the control plane, which publishes it. The
-//! failure rules (docs/discovery.md) live here:
+//! Discovery: sources that find an upstream's servers at run time: DNS
+//! (`dns.rs`) and usherd's own registry. Each source is a task that asks
+//! again every `refresh` (a registry source also as soon as the catalog
+//! changes) and hands every set that differs from the last one to the
+//! control plane, which publishes it. The failure rules (docs/discovery.md)
+//! live here:
 //!
 //! - a failed lookup (timeout, SERVFAIL, REFUSED, no server reachable) never
 //!   changes the set: the source turns `stale`, retries from 1 s doubling up
@@ -18,10 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::{Discovery, Server};
+use crate::config::{Discovery, DiscoverySource, Server};
+use crate::registry::Registry;
 
 pub use dns::DnsSource;
 
@@ -142,12 +146,14 @@ impl Drop for RunningSource {
     }
 }
 
-/// Starts the source of `upstream`; its sets go to `updates`.
+/// Starts the source of `upstream`; its sets go to `updates`. A `registry`
+/// source reads `registry`.
 pub fn spawn(
     upstream: &str,
     settings: &Discovery,
     run: u64,
     updates: UnboundedSender<Update>,
+    registry: Option<Arc<Registry>>,
 ) -> RunningSource {
     let status = Arc::new(SourceStatus::new(settings.source.describe()));
     let task = tokio::spawn(follow(
@@ -156,6 +162,7 @@ pub fn spawn(
         run,
         Arc::clone(&status),
         updates,
+        registry,
     ));
     RunningSource {
         settings: settings.clone(),
@@ -180,12 +187,98 @@ struct Follower {
     failures: u32,
 }
 
+/// Where a source's answers come from.
+enum Source {
+    Dns(DnsSource),
+    Registry(RegistryFeed),
+}
+
+/// A `registry` source: the instances of one service, looked at again as
+/// soon as the catalog changes.
+struct RegistryFeed {
+    registry: Arc<Registry>,
+    service: String,
+    tag: Option<String>,
+    passing: bool,
+    changes: watch::Receiver<u64>,
+}
+
+impl RegistryFeed {
+    fn lookup(&mut self) -> Answer {
+        self.changes.borrow_and_update();
+        let (servers, _) =
+            self.registry
+                .servers_of(&self.service, self.tag.as_deref(), self.passing);
+        if servers.is_empty() {
+            Answer::None(format!(
+                "no {} instances of {}",
+                if self.passing { "passing" } else { "healthy" },
+                self.service
+            ))
+        } else {
+            Answer::Found {
+                servers,
+                ttl: Duration::MAX,
+            }
+        }
+    }
+}
+
+impl Source {
+    async fn open(settings: &Discovery, registry: Option<Arc<Registry>>) -> Result<Source, String> {
+        match (&settings.source, registry) {
+            (
+                DiscoverySource::Registry {
+                    service,
+                    tag,
+                    passing,
+                },
+                Some(registry),
+            ) => Ok(Source::Registry(RegistryFeed {
+                changes: registry.subscribe(),
+                registry,
+                service: service.clone(),
+                tag: tag.clone(),
+                passing: *passing,
+            })),
+            (DiscoverySource::Registry { .. }, None) => {
+                Err("the config has no [registry] to read".into())
+            }
+            (source, _) => DnsSource::new(source, settings.timeout).map(Source::Dns),
+        }
+    }
+
+    async fn lookup(&mut self, timeout: Duration) -> Answer {
+        match self {
+            Source::Registry(feed) => feed.lookup(),
+            Source::Dns(dns) => match tokio::time::timeout(timeout, dns.lookup()).await {
+                Ok(answer) => answer,
+                Err(_) => Answer::Failed(format!(
+                    "no answer within {}",
+                    humantime::format_duration(timeout)
+                )),
+            },
+        }
+    }
+
+    /// Waits `wait`; a registry feed wakes early when the catalog changes.
+    async fn pause(&mut self, wait: Duration) {
+        match self {
+            Source::Registry(feed) => {
+                let _ = tokio::time::timeout(wait, feed.changes.changed()).await;
+            }
+            Source::Dns(_) => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
 async fn follow(
     upstream: String,
     settings: Discovery,
     run: u64,
     status: Arc<SourceStatus>,
     updates: UnboundedSender<Update>,
+    registry: Option<Arc<Registry>>,
 ) {
     let mut follower = Follower {
         upstream,
@@ -199,8 +292,8 @@ async fn follow(
         empty_since: None,
         failures: 0,
     };
-    let source = loop {
-        match DnsSource::new(&follower.settings.source, follower.settings.timeout) {
+    let mut source = loop {
+        match Source::open(&follower.settings, registry.clone()).await {
             Ok(source) => break source,
             Err(error) => {
                 let wait = follower.failed(error);
@@ -209,25 +302,31 @@ async fn follow(
         }
     };
     loop {
-        let answer = match tokio::time::timeout(follower.settings.timeout, source.lookup()).await {
-            Ok(answer) => answer,
-            Err(_) => Answer::Failed(format!(
-                "no answer within {}",
-                humantime::format_duration(follower.settings.timeout)
-            )),
-        };
-        let wait = match answer {
+        let wait = match source.lookup(follower.settings.timeout).await {
             Answer::Found { servers, ttl } => {
                 follower.found(servers);
                 follower.next_refresh(ttl)
             }
             Answer::None(reason) => {
                 follower.none(reason);
-                follower.settings.refresh
+                // A held empty answer is looked at again when it may apply.
+                match follower.empty_since {
+                    Some(since) => follower
+                        .settings
+                        .refresh
+                        .min(
+                            follower
+                                .settings
+                                .empty_after
+                                .saturating_sub(since.elapsed()),
+                        )
+                        .max(Duration::from_millis(50)),
+                    None => follower.settings.refresh,
+                }
             }
             Answer::Failed(error) => follower.failed(error),
         };
-        tokio::time::sleep(wait).await;
+        source.pause(wait).await;
     }
 }
 
@@ -358,8 +457,10 @@ impl Follower {
     /// `refresh`, or sooner when the TTL says so and `respect_ttl` is on.
     fn next_refresh(&self, ttl: Duration) -> Duration {
         let respect_ttl = match &self.settings.source {
-            crate::config::DiscoverySource::Dns { resolver, .. }
-            | crate::config::DiscoverySource::Srv { resolver, .. } => resolver.respect_ttl,
+            DiscoverySource::Dns { resolver, .. } | DiscoverySource::Srv { resolver, .. } => {
+                resolver.respect_ttl
+            }
+            DiscoverySource::Registry { .. } => false,
         };
         if respect_ttl {
             ttl.max(Duration::from_secs(1)).min(self.settings.refresh)
