@@ -131,9 +131,11 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     );
     let addr = proxy.addr("web");
     let in_flight = tokio::spawn(async move { get(&format!("http://{addr}/slow"), None).await });
-    support::until(Duration::from_secs(10), "the request reached the server", || {
-        slow.requests() == 1
-    })
+    support::until(
+        Duration::from_secs(10),
+        "the request reached the server",
+        || slow.requests() == 1,
+    )
     .await;
     let signalled = Instant::now();
     proxy.signal("TERM");

@@ -523,9 +523,11 @@ async fn an_in_flight_request_to_a_removed_server_completes() {
     let proxy = Arc::new(start_proxy(&single_pool(&slow.addr.to_string(), false)).await);
     let target = url(&proxy, "/");
     let in_flight = tokio::spawn(async move { get(&target, None).await });
-    support::until(Duration::from_secs(10), "the request reached the server", || {
-        slow.requests() == 1
-    })
+    support::until(
+        Duration::from_secs(10),
+        "the request reached the server",
+        || slow.requests() == 1,
+    )
     .await;
     let config = parse_config(&single_pool(&fast.addr.to_string(), false), "b.toml").unwrap();
     assert_eq!(proxy.apply(config).await.unwrap(), 2);
@@ -619,9 +621,11 @@ async fn listeners_are_added_removed_and_kept_without_rebinding() {
     let mut kept = TcpStream::connect(web).await.unwrap();
     assert!(exchange(&mut kept).await.starts_with("HTTP/1.1 200"));
     let in_flight = tokio::spawn(async move { get(&format!("http://{old}/slow"), None).await });
-    support::until(Duration::from_secs(10), "the request reached the server", || {
-        slow.requests() == 2
-    })
+    support::until(
+        Duration::from_secs(10),
+        "the request reached the server",
+        || slow.requests() == 2,
+    )
     .await;
 
     let config = parse_config(&two_listeners(&slow.addr.to_string(), "new"), "b.toml").unwrap();

@@ -12,7 +12,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::app::App;
-use crate::stats::{LatencySnapshot, StatusClasses};
+use crate::stats::{ClientTimeout, LatencySnapshot, StatusClasses};
 use crate::upstream::LazyNow;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -284,6 +284,22 @@ impl Collector for AppCollector {
                     vec![("listener", name.as_str())],
                     s.tls_handshake_failures.load(Ordering::Relaxed),
                 )
+            }),
+        )?;
+
+        family.counter(
+            "client_timeouts",
+            "Client connections closed by a client time limit per listener: send (send_timeout), body (client_body_timeout), body_rate (client_body_min_rate).",
+            listeners.iter().flat_map(|(name, s)| {
+                ClientTimeout::KINDS
+                    .iter()
+                    .zip(&s.client_timeouts)
+                    .map(|(kind, count)| {
+                        (
+                            vec![("listener", name.as_str()), ("kind", *kind)],
+                            count.load(Ordering::Relaxed),
+                        )
+                    })
             }),
         )?;
 

@@ -17,6 +17,7 @@ use super::listener::stopped;
 use crate::config::Global;
 use crate::proxy::{h1, handle, ClientBody, ClientConn};
 use crate::snapshot::SharedSnapshot;
+use crate::stats::ClientTimeout;
 
 /// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -48,11 +49,21 @@ impl ServerSettings {
             // streams faster than they are served gets GOAWAY.
             .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
             // A client whose streams keep failing by its own fault gets GOAWAY.
-            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS);
+            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS)
+            // hyper has no send timeout of its own. A client that stops
+            // reading holds its streams by flow control without blocking a
+            // socket write, so it is found by PINGs: one after half of
+            // `send_timeout` without a frame from it, answered within the
+            // other half, else the connection closes.
+            .keep_alive_interval(global.send_timeout / 2)
+            .keep_alive_timeout(global.send_timeout / 2);
         let http1 = h1::Limits {
             header_read: global.header_read_timeout,
             idle: global.idle_timeout,
             max_head: header_limit,
+            send: global.send_timeout,
+            body: global.client_body_timeout,
+            body_min_rate: global.client_body_min_rate,
         };
         ServerSettings { http2, http1 }
     }
@@ -82,10 +93,11 @@ pub async fn serve_connection<S>(
             h1::serve(stream, unread, snapshots, client, settings.http1, shutdown).await;
         }
         Ok(Protocol::Http2) => {
+            let conn = Arc::clone(&client);
             let service = service_fn(move |request: Request<Incoming>| {
                 handle(
                     Arc::clone(&snapshots),
-                    Arc::clone(&client),
+                    Arc::clone(&conn),
                     request.map(ClientBody::Hyper),
                 )
             });
@@ -99,11 +111,32 @@ pub async fn serve_connection<S>(
                 }
             };
             if let Err(error) = result {
-                tracing::debug!(client = %peer, %error, "client connection ended with an error");
+                if is_send_timeout(&error) {
+                    client.timed_out(ClientTimeout::Send);
+                } else {
+                    tracing::debug!(client = %peer, %error, "client connection ended with an error");
+                }
             }
         }
         Err(error) => {
             tracing::debug!(client = %peer, %error, "client connection failed before a request");
         }
     }
+}
+
+/// Whether an HTTP/2 connection ended by `send_timeout`: a write of
+/// `ClientIo` that timed out, or a PING that got no answer.
+fn is_send_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        let timed_out = error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut);
+        // hyper's `KeepAliveTimedOut` is private: known by its text.
+        if timed_out || error.to_string() == "keep-alive timed out" {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
