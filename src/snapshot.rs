@@ -90,6 +90,7 @@ impl Snapshot {
             timeouts: ConnTimeouts {
                 header_read: config.global.header_read_timeout,
                 idle: config.global.idle_timeout,
+                send: config.global.send_timeout,
             },
             any_redirect: config.listeners.iter().any(|l| l.redirect_https.is_some()),
             config,

@@ -116,6 +116,40 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     pub open: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    /// Client connections closed by a client time limit, by `ClientTimeout`.
+    pub client_timeouts: [AtomicU64; 3],
+}
+
+/// A client time limit that closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTimeout {
+    /// The client read nothing of a response (or tunnel) for `send_timeout`.
+    Send = 0,
+    /// The client sent nothing of its request body for `client_body_timeout`.
+    Body = 1,
+    /// The request body came slower than `client_body_min_rate`.
+    BodyRate = 2,
+}
+
+impl ClientTimeout {
+    /// The `kind` label of each, in the order of `ListenerStats::client_timeouts`.
+    pub const KINDS: [&'static str; 3] = ["send", "body", "body_rate"];
+
+    fn describe(self) -> &'static str {
+        match self {
+            ClientTimeout::Send => "it read nothing for send_timeout",
+            ClientTimeout::Body => "it sent none of its request body for client_body_timeout",
+            ClientTimeout::BodyRate => "its request body came slower than client_body_min_rate",
+        }
+    }
+}
+
+impl ListenerStats {
+    /// Counts and logs a client connection closed by `limit`.
+    pub fn client_timed_out(&self, limit: ClientTimeout, client: std::net::SocketAddr) {
+        self.client_timeouts[limit as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%client, "closing a client connection: {}", limit.describe());
+    }
 }
 
 /// Counts a connection as open until dropped.

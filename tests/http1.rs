@@ -576,10 +576,11 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
         Response::new(full(body))
     })
     .await;
+    // The body's wait is `client_body_timeout`'s, not the upstream's `timeout`.
     let proxy = start_proxy(&one_pool(
         &[upstream.addr.to_string()],
-        "timeout = \"300ms\"",
         "",
+        "client_body_timeout = \"300ms\"",
     ))
     .await;
     let mut stream = TcpStream::connect(proxy.listeners()[0].addr).await.unwrap();

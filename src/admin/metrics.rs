@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::app::App;
 use crate::server::HTTP2_RESET_FLOODS;
-use crate::stats::{LatencySnapshot, StatusClasses};
+use crate::stats::{ClientTimeout, LatencySnapshot, StatusClasses};
 use crate::upstream::LazyNow;
 
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -295,6 +295,22 @@ impl Collector for AppCollector {
                 vec![("kind", "http2_reset_flood")],
                 HTTP2_RESET_FLOODS.total(),
             )],
+        )?;
+
+        family.counter(
+            "client_timeouts",
+            "Client connections closed by a client time limit per listener: send (send_timeout), body (client_body_timeout), body_rate (client_body_min_rate).",
+            listeners.iter().flat_map(|(name, s)| {
+                ClientTimeout::KINDS
+                    .iter()
+                    .zip(&s.client_timeouts)
+                    .map(|(kind, count)| {
+                        (
+                            vec![("listener", name.as_str()), ("kind", *kind)],
+                            count.load(Ordering::Relaxed),
+                        )
+                    })
+            }),
         )?;
 
         family.counter(

@@ -57,6 +57,14 @@ pub struct Global {
     pub header_read_timeout: Duration,
     #[serde(serialize_with = "serialize::duration")]
     pub idle_timeout: Duration,
+    /// Each write to a client must make progress within this.
+    #[serde(serialize_with = "serialize::duration")]
+    pub send_timeout: Duration,
+    /// Each read of a request body must bring bytes within this.
+    #[serde(serialize_with = "serialize::duration")]
+    pub client_body_timeout: Duration,
+    /// Bytes per second a request body must average; `None`: no minimum.
+    pub client_body_min_rate: Option<u64>,
     pub max_connections: usize,
     pub max_request_header_size: usize,
     /// `None` means unlimited (`0` in the file).
@@ -69,6 +77,9 @@ impl Default for Global {
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            client_body_min_rate: None,
             max_connections: 10_000,
             max_request_header_size: 64 * 1024,
             max_request_body: None,

@@ -128,6 +128,23 @@ impl Checker<'_> {
                 "idle_timeout",
                 defaults.idle_timeout,
             ),
+            send_timeout: self.duration_or(
+                &section.send_timeout,
+                "send_timeout",
+                defaults.send_timeout,
+            ),
+            client_body_timeout: self.duration_or(
+                &section.client_body_timeout,
+                "client_body_timeout",
+                defaults.client_body_timeout,
+            ),
+            client_body_min_rate: match &section.client_body_min_rate {
+                Some(value) => match self.size(value, "client_body_min_rate") {
+                    Some(0) | None => None,
+                    Some(rate) => Some(rate),
+                },
+                None => defaults.client_body_min_rate,
+            },
             max_connections: match &section.max_connections {
                 Some(value) if *value.get_ref() < 1 => {
                     self.error(value.span(), "max_connections must be at least 1".into());

@@ -189,7 +189,7 @@ struct Follower {
 
 /// Where a source's answers come from.
 enum Source {
-    Dns(DnsSource),
+    Dns(Box<DnsSource>),
     Registry(RegistryFeed),
 }
 
@@ -244,7 +244,9 @@ impl Source {
             (DiscoverySource::Registry { .. }, None) => {
                 Err("the config has no [registry] to read".into())
             }
-            (source, _) => DnsSource::new(source, settings.timeout).map(Source::Dns),
+            (source, _) => {
+                DnsSource::new(source, settings.timeout).map(|dns| Source::Dns(Box::new(dns)))
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::header::HeaderValue;
 
 use crate::server::ConnState;
+use crate::stats::{ClientTimeout, ListenerStats};
 
 /// What the proxy knows of the client connection a request came on.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct ClientConn {
     /// `http` or `https`, for X-Forwarded-Proto.
     pub proto: &'static str,
     pub state: Arc<ConnState>,
+    /// The listener's counters.
+    pub stats: Arc<ListenerStats>,
 }
 
 impl ClientConn {
@@ -29,6 +32,7 @@ impl ClientConn {
         local: SocketAddr,
         proto: &'static str,
         state: Arc<ConnState>,
+        stats: Arc<ListenerStats>,
     ) -> ClientConn {
         let client_ip = HeaderValue::from_str(&client.ip().to_string())
             .expect("an IP address is a valid header value");
@@ -39,6 +43,12 @@ impl ClientConn {
             client_ip,
             proto,
             state,
+            stats,
         }
+    }
+
+    /// Counts and logs this connection's closing by a client time limit.
+    pub fn timed_out(&self, limit: ClientTimeout) {
+        self.stats.client_timed_out(limit, self.client);
     }
 }

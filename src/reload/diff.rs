@@ -272,6 +272,9 @@ servers = [{ addr = "127.0.0.1:9001", weight = 5 }, { addr = "127.0.0.1:9002" }]
 shutdown_timeout = "30s"
 header_read_timeout = "10s"
 idle_timeout = "60s"
+send_timeout = "60s"
+client_body_timeout = "60s"
+client_body_min_rate = "1KiB"
 max_connections = 1000
 max_request_header_size = "64KiB"
 max_request_body = "10MiB"
@@ -350,6 +353,24 @@ max_stale = "0s"
             r#"idle_timeout = "60s""#,
             r#"idle_timeout = "5s""#,
             "global: idle_timeout 1m -> 5s",
+        ),
+        (
+            "global.send_timeout",
+            r#"send_timeout = "60s""#,
+            r#"send_timeout = "5s""#,
+            "global: send_timeout 1m -> 5s",
+        ),
+        (
+            "global.client_body_timeout",
+            r#"client_body_timeout = "60s""#,
+            r#"client_body_timeout = "5s""#,
+            "global: client_body_timeout 1m -> 5s",
+        ),
+        (
+            "global.client_body_min_rate",
+            r#"client_body_min_rate = "1KiB""#,
+            "client_body_min_rate = 0",
+            "global: client_body_min_rate 1024 -> -",
         ),
         (
             "global.max_connections",

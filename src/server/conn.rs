@@ -6,7 +6,8 @@
 //! socket and keeps its own limits. For HTTP/2, `ClientIo` stays between
 //! hyper and the socket and closes a connection that has no stream open for
 //! `idle_timeout` (after its first request; before it, `header_read_timeout`
-//! from accept applies).
+//! from accept applies), and fails a write that makes no progress for
+//! `send_timeout` (hyper then closes the connection).
 
 use std::future::Future;
 use std::io;
@@ -54,6 +55,7 @@ impl Drop for ActiveRequest {
 pub struct ConnTimeouts {
     pub header_read: Duration,
     pub idle: Duration,
+    pub send: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,10 @@ pub struct ClientIo<T> {
     protocol: Protocol,
     /// Bytes already read (and seen) that the next reader gets first.
     unread: Bytes,
+    /// Runs while a write waits (`send_timeout`); made at the first wait.
+    send_deadline: Option<Pin<Box<Sleep>>>,
+    /// A write is waiting: `send_deadline` runs for it.
+    write_waiting: bool,
 }
 
 impl<T> ClientIo<T> {
@@ -99,6 +105,8 @@ impl<T> ClientIo<T> {
             deadline: Box::pin(tokio::time::sleep(timeouts.header_read)),
             protocol: Protocol::Unknown,
             unread: Bytes::new(),
+            send_deadline: None,
+            write_waiting: false,
         }
     }
 
@@ -197,13 +205,41 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     }
 }
 
+impl<T> ClientIo<T> {
+    /// Passes on a write's result; one that must wait starts `send_timeout`
+    /// and fails with `TimedOut` once it passed.
+    fn send_limited<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.write_waiting = false;
+            return polled;
+        }
+        let until = Instant::now() + self.timeouts.send;
+        let deadline = self
+            .send_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if !self.write_waiting {
+            self.write_waiting = true;
+            deadline.as_mut().reset(until);
+        }
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.send_limited(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -211,7 +247,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.send_limited(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -221,6 +258,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        let flushed = this.send_limited(cx, flushed);
         // The last response may be out: hyper need not read again before the
         // client sends (its last read may have been while busy), so the idle
         // limit is armed here, with this task's waker.

@@ -90,6 +90,7 @@ pub async fn serve_listener(
                 "http"
             },
             Arc::clone(&state),
+            Arc::clone(&context.stats),
         ));
         let snapshots = Arc::clone(&context.snapshots);
         let shutdown = shutdown.clone();

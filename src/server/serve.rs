@@ -19,6 +19,7 @@ use crate::config::Global;
 use crate::log_limit::LogLimiter;
 use crate::proxy::{h1, handle, ClientBody, ClientConn};
 use crate::snapshot::SharedSnapshot;
+use crate::stats::ClientTimeout;
 
 /// Streams one HTTP/2 client may have open at once (nginx: 128, HAProxy: 100).
 const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
@@ -55,11 +56,21 @@ impl ServerSettings {
             // streams faster than they are served gets GOAWAY.
             .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
             // A client whose streams keep failing by its own fault gets GOAWAY.
-            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS);
+            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS)
+            // hyper has no send timeout of its own. A client that stops
+            // reading holds its streams by flow control without blocking a
+            // socket write, so it is found by PINGs: one after half of
+            // `send_timeout` without a frame from it, answered within the
+            // other half, else the connection closes.
+            .keep_alive_interval(global.send_timeout / 2)
+            .keep_alive_timeout(global.send_timeout / 2);
         let http1 = h1::Limits {
             header_read: global.header_read_timeout,
             idle: global.idle_timeout,
             max_head: header_limit,
+            send: global.send_timeout,
+            body: global.client_body_timeout,
+            body_min_rate: global.client_body_min_rate,
         };
         ServerSettings { http2, http1 }
     }
@@ -89,10 +100,11 @@ pub async fn serve_connection<S>(
             h1::serve(stream, unread, snapshots, client, settings.http1, shutdown).await;
         }
         Ok(Protocol::Http2) => {
+            let conn = Arc::clone(&client);
             let service = service_fn(move |request: Request<Incoming>| {
                 handle(
                     Arc::clone(&snapshots),
-                    Arc::clone(&client),
+                    Arc::clone(&conn),
                     request.map(ClientBody::Hyper),
                 )
             });
@@ -118,6 +130,7 @@ pub async fn serve_connection<S>(
                         );
                     }
                 }
+                Err(error) if is_send_timeout(&error) => client.timed_out(ClientTimeout::Send),
                 Err(error) => {
                     tracing::debug!(client = %peer, %error, "client connection ended with an error");
                 }
@@ -138,4 +151,21 @@ fn is_reset_flood(error: &hyper::Error) -> bool {
         .is_some_and(|h2| {
             h2.is_go_away() && h2.is_library() && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
         })
+}
+
+/// Whether an HTTP/2 connection ended by `send_timeout`: a write of
+/// `ClientIo` that timed out, or a PING that got no answer.
+fn is_send_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        let timed_out = error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut);
+        // hyper's `KeepAliveTimedOut` is private: known by its text.
+        if timed_out || error.to_string() == "keep-alive timed out" {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }

@@ -10,19 +10,17 @@
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, SizeHint};
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::conn::{Client, ClientStream, Read};
-use super::heads::{content_length_header, header, Persistence, CONTINUE};
+use super::heads::{content_length_header, header, write_local_response, Persistence, CONTINUE};
 use super::relay::{ClientFault, RequestBody};
 use super::request::{After, Facts};
 use crate::error::ProxyError;
@@ -30,6 +28,7 @@ use crate::http1::chunked::{size_line, LAST_CHUNK};
 use crate::http1::{BodyLength, RequestHead};
 use crate::proxy::body::{ClientBody, RelayedBody, RelayedChunk, ResponseBody};
 use crate::proxy::handle;
+use crate::stats::ClientTimeout;
 
 /// A request on its way to hyper's client.
 pub(super) struct Bridge {
@@ -37,17 +36,10 @@ pub(super) struct Bridge {
     request: Request<ClientBody>,
     /// Where its body goes, when it has one.
     feed: Option<mpsc::Sender<RelayedChunk>>,
-    /// How long the client may take to send the next piece of its body.
-    timeout: Duration,
 }
 
 /// The `http::Request` of a raw head (in `buf`); the body is fed later.
-pub(super) fn prepare(
-    buf: &[u8],
-    head: &RequestHead,
-    facts: Facts,
-    timeout: Duration,
-) -> Result<Bridge, ProxyError> {
+pub(super) fn prepare(buf: &[u8], head: &RequestHead, facts: Facts) -> Result<Bridge, ProxyError> {
     let invalid = |_| ProxyError::BadRequest("the request head cannot be forwarded");
     let method = http::Method::from_bytes(head.method_name.of(buf)).map_err(invalid)?;
     let uri = Uri::try_from(head.target.of(buf))
@@ -84,7 +76,6 @@ pub(super) fn prepare(
         facts,
         request,
         feed,
-        timeout,
     })
 }
 
@@ -94,48 +85,80 @@ pub(super) async fn forward<S: ClientStream>(client: &mut Client<S>, bridge: Bri
         facts,
         request,
         feed,
-        timeout,
     } = bridge;
-    let served = handle(
-        Arc::clone(&client.snapshots),
-        Arc::clone(&client.conn),
-        request,
-    );
-    let mut served = pin!(served);
-    let (response, body_done) = match feed {
-        None => (served.await, true),
-        Some(feed) => {
-            let mut feeding = pin!(feed_body(client, feed, facts, timeout));
-            let mut fed = None;
-            let response = loop {
-                tokio::select! {
-                    response = served.as_mut() => break response,
-                    result = feeding.as_mut(), if fed.is_none() => fed = Some(result),
+    // hyper's response and whether the request body was read to its end,
+    // or the limit the body passed: the request is then given up, dropped
+    // (its upstream stream with it) at the end of this block.
+    let served: Result<(Response<ResponseBody>, bool), ClientTimeout> = {
+        let served = handle(
+            Arc::clone(&client.snapshots),
+            Arc::clone(&client.conn),
+            request,
+        );
+        let mut served = pin!(served);
+        match feed {
+            None => {
+                let Ok(response) = served.await;
+                Ok((response, true))
+            }
+            Some(feed) => {
+                let mut feeding = pin!(feed_body(client, feed, facts));
+                let mut fed = None;
+                loop {
+                    tokio::select! {
+                        response = served.as_mut() => {
+                            let Ok(response) = response;
+                            break Ok((response, fed == Some(Ok(()))));
+                        }
+                        result = feeding.as_mut(), if fed.is_none() => match result {
+                            Err(ClientFault::TimedOut) => break Err(ClientTimeout::Body),
+                            Err(ClientFault::TooSlow) => break Err(ClientTimeout::BodyRate),
+                            result => fed = Some(result),
+                        },
+                    }
                 }
-            };
-            (response, fed == Some(Ok(())))
+            }
         }
     };
-    let Ok(response) = response;
-    write_response(client, response, facts, body_done).await
+    match served {
+        Ok((response, body_done)) => write_response(client, response, facts, body_done).await,
+        Err(limit) => {
+            client.conn.timed_out(limit);
+            let error = ProxyError::ClientTimeout;
+            client
+                .snapshots
+                .load()
+                .record_response(None, error.status().as_u16());
+            write_local_response(
+                &mut client.out,
+                error.status(),
+                error.body_text().as_bytes(),
+                None,
+                facts.is_head(),
+                Persistence::Close,
+                None,
+            );
+            if client.write_out().await.is_err() {
+                return After::Drop;
+            }
+            After::Linger
+        }
+    }
 }
 
-/// Reads the request body from the client and hands it on, piece by piece.
+/// Reads the request body from the client and hands it on, piece by piece,
+/// each read within `client_body_timeout`.
 async fn feed_body<S: ClientStream>(
     client: &mut Client<S>,
     feed: mpsc::Sender<RelayedChunk>,
     facts: Facts,
-    timeout: Duration,
 ) -> Result<(), ClientFault> {
     if facts.framing.expect_continue && client.input.is_empty() {
-        client
-            .io
-            .write_all(CONTINUE)
-            .await
-            .map_err(|_| ClientFault::Gone)?;
+        client.send(CONTINUE).await.map_err(|_| ClientFault::Gone)?;
     }
     // `max_request_body` is applied by service.rs, which answers 413.
-    let mut body = RequestBody::new(facts.framing.body, None);
+    let mut body =
+        RequestBody::new(facts.framing.body, None).with_min_rate(client.limits.body_min_rate);
     loop {
         let mut piece = BytesMut::new();
         let took = body.take(&mut client.input, |data| piece.extend_from_slice(data))?;
@@ -148,7 +171,10 @@ async fn feed_body<S: ClientStream>(
             return Ok(());
         }
         if !took {
-            client.deadline.as_mut().reset(Instant::now() + timeout);
+            client
+                .deadline
+                .as_mut()
+                .reset(Instant::now() + client.limits.body);
             match client.read_input(false).await {
                 Read::Data => {}
                 Read::TimedOut => return Err(ClientFault::TimedOut),
@@ -233,7 +259,7 @@ async fn write_response<S: ClientStream>(
                 client.out.extend_from_slice(b"\r\n");
             }
             if client.out.len() >= 16 * 1024 {
-                if client.io.write_all(&client.out).await.is_err() {
+                if client.write_out().await.is_err() {
                     return After::Drop;
                 }
                 client.out.clear();

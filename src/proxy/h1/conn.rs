@@ -8,7 +8,9 @@
 //! - from accept, and from the first byte of each later head, the whole head
 //!   must arrive within `header_read_timeout` (slowloris);
 //! - between requests the connection may idle for `idle_timeout`;
-//! - while a request is served, the upstream's limits apply instead.
+//! - while a request is served, the upstream's limits, `client_body_timeout`
+//!   while its body is awaited, and `send_timeout` while a write to the
+//!   client waits (`SendLimited`).
 //!
 //! Parking: a connection idle for `PARK_AFTER_IDLE` gives back its buffers
 //! and waits for the client with a few bytes of stack, so an idle
@@ -35,6 +37,7 @@ use crate::http1::{HeadError, RequestHead, ResponseHead};
 use crate::proxy::ClientConn;
 use crate::server::stopped;
 use crate::snapshot::SharedSnapshot;
+use crate::stats::ClientTimeout;
 
 /// How long a connection idles before it gives back its buffers. Long
 /// enough that busy keep-alive clients never pay for it.
@@ -67,6 +70,12 @@ pub struct Limits {
     pub header_read: Duration,
     pub idle: Duration,
     pub max_head: usize,
+    /// `send_timeout`: each write to the client must make progress within it.
+    pub send: Duration,
+    /// `client_body_timeout`: each read of a request body must bring bytes within it.
+    pub body: Duration,
+    /// `client_body_min_rate`, in bytes per second.
+    pub body_min_rate: Option<u64>,
 }
 
 /// One client connection and what it reuses from request to request.
@@ -179,10 +188,25 @@ impl<S: ClientStream> Client<S> {
         .await
     }
 
-    /// Writes `out` to the client.
+    /// Writes `out` to the client, within `send_timeout`.
     pub async fn write_out(&mut self) -> io::Result<()> {
-        self.io.write_all(&self.out).await?;
-        self.io.flush().await
+        let out = std::mem::take(&mut self.out);
+        let written = self.send(&out).await;
+        self.out = out;
+        written
+    }
+
+    /// Writes `bytes` to the client and flushes, each write making progress
+    /// within `send_timeout`.
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut io = SendLimited::new(
+            &mut self.io,
+            self.deadline.as_mut(),
+            self.limits.send,
+            Peer::Client(&self.conn),
+        );
+        io.write_all(bytes).await?;
+        io.flush().await
     }
 
     /// Waits for the next head and parses it. `first`: the head read
@@ -319,6 +343,104 @@ impl<S: ClientStream> Client<S> {
             }
         })
         .await;
+    }
+}
+
+/// Whose end of a stream a `SendLimited` writes to, for the log and the
+/// counters when its limit passes.
+#[derive(Clone, Copy)]
+pub(super) enum Peer<'a> {
+    Client(&'a ClientConn),
+    /// The server of a tunnel.
+    Server,
+}
+
+/// A stream whose writes must each make progress within `limit` (nginx's
+/// `send_timeout`: the time between two successive writes, not the whole
+/// response). The timer is armed only when a write has to wait, so writes
+/// that go at once cost nothing; past the limit a write fails with
+/// `TimedOut`. Reads pass through untimed.
+pub(super) struct SendLimited<'a, T> {
+    io: &'a mut T,
+    timer: Pin<&'a mut Sleep>,
+    limit: Duration,
+    peer: Peer<'a>,
+    /// The timer runs for the write now waiting.
+    waiting: bool,
+}
+
+impl<'a, T: AsyncRead + AsyncWrite + Unpin> SendLimited<'a, T> {
+    pub fn new(
+        io: &'a mut T,
+        timer: Pin<&'a mut Sleep>,
+        limit: Duration,
+        peer: Peer<'a>,
+    ) -> SendLimited<'a, T> {
+        SendLimited {
+            io,
+            timer,
+            limit,
+            peer,
+            waiting: false,
+        }
+    }
+
+    /// Passes on a write's result; one that must wait arms the timer, and
+    /// fails once it passed.
+    fn limited<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.waiting = false;
+            return polled;
+        }
+        if !self.waiting {
+            self.waiting = true;
+            self.timer.as_mut().reset(Instant::now() + self.limit);
+        }
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match self.peer {
+            Peer::Client(conn) => conn.timed_out(ClientTimeout::Send),
+            Peer::Server => {
+                tracing::info!("closing a tunnel: its server read nothing for send_timeout")
+            }
+        }
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for SendLimited<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SendLimited<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut *self.io).poll_write(cx, buf);
+        self.limited(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut *self.io).poll_flush(cx);
+        self.limited(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut *self.io).poll_shutdown(cx);
+        self.limited(cx, polled)
     }
 }
 

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,12 +20,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::io::poll_read_buf;
 
-use super::conn::{make_room, ClientStream};
+use super::conn::{make_room, ClientStream, Peer, SendLimited};
 use super::heads::write_interim_response;
 use super::relay::{encode, ClientFault, RequestBody, UpstreamFault, BODY_READ};
 use crate::http1::chunked::LAST_CHUNK;
 use crate::http1::{HeadError, ResponseHead};
 use crate::proxy::body::BoxError;
+use crate::proxy::ClientConn;
 use crate::upstream::h1::UpstreamStream;
 
 /// The largest response head accepted from a server (HAProxy's default
@@ -35,6 +36,61 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Reads of response heads get this much room (most heads are far
 /// smaller; a larger one grows it).
 const HEAD_READ: usize = 2 * 1024;
+
+/// The time limits of an exchange, on one timer: the server's (the
+/// upstream's `timeout`) while it takes the body or owes its response head,
+/// the sender's (`client_body_timeout`) while the body is awaited from it.
+/// The timer is armed when a wait begins, so pieces that move at once cost
+/// nothing.
+pub(super) struct Deadline<'a> {
+    timer: &'a mut Pin<Box<Sleep>>,
+    server: Duration,
+    sender: Duration,
+    /// Who the timer runs for now.
+    waiting: Option<Wait>,
+}
+
+/// Whom an exchange waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Server,
+    Sender,
+}
+
+impl<'a> Deadline<'a> {
+    pub fn new(timer: &'a mut Pin<Box<Sleep>>, server: Duration, sender: Duration) -> Deadline<'a> {
+        Deadline {
+            timer,
+            server,
+            sender,
+            waiting: None,
+        }
+    }
+
+    /// Something moved: the next wait starts a new limit.
+    fn progress(&mut self) {
+        self.waiting = None;
+    }
+
+    /// Waiting for `wait`: true once its limit passed (since the wait began).
+    fn expired(&mut self, wait: Wait, cx: &mut Context<'_>) -> bool {
+        if self.waiting != Some(wait) {
+            self.waiting = Some(wait);
+            let limit = match wait {
+                Wait::Server => self.server,
+                Wait::Sender => self.sender,
+            };
+            self.timer.as_mut().reset(Instant::now() + limit);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Starts the server's limit for its response head.
+    fn await_server(&mut self) {
+        self.waiting = Some(Wait::Server);
+        self.timer.as_mut().reset(Instant::now() + self.server);
+    }
+}
 
 /// How sending a request body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +111,7 @@ pub(super) enum SendError {
     Upstream(UpstreamFault),
     /// The server took nothing more within the upstream's `timeout`.
     TimedOut,
-    /// No more of the body came within the upstream's `timeout`.
+    /// No more of the body came within `client_body_timeout`.
     SourceTimedOut,
 }
 
@@ -88,6 +144,9 @@ pub(super) struct ClientSender<'a, S> {
     /// A `100 Continue` went to the client (usherd's own, or a server's):
     /// the client waits for one only, and a second is dropped.
     pub continue_sent: &'a mut bool,
+    /// `send_timeout`, for the interim responses written to the client.
+    pub send_limit: Duration,
+    pub conn: &'a ClientConn,
 }
 
 impl<S: ClientStream> Sender for ClientSender<'_, S> {
@@ -136,8 +195,17 @@ impl<S: ClientStream> Sender for ClientSender<'_, S> {
         let mut out = Vec::new();
         write_interim_response(&mut out, buf, head);
         let gone = |_| SendError::Client(ClientFault::Gone);
-        self.io.write_all(&out).await.map_err(gone)?;
-        self.io.flush().await.map_err(gone)
+        // The connection's timer is the exchange's: interim responses, rare,
+        // get one of their own.
+        let timer = pin!(tokio::time::sleep(self.send_limit));
+        let mut io = SendLimited::new(
+            &mut *self.io,
+            timer,
+            self.send_limit,
+            Peer::Client(self.conn),
+        );
+        io.write_all(&out).await.map_err(gone)?;
+        io.flush().await.map_err(gone)
     }
 }
 
@@ -168,9 +236,10 @@ fn head_at_start(response: &mut ResponseHead, from_upstream: &[u8]) -> Option<He
 /// `sender` (when `with_body`), sent while the server is watched, then the
 /// response head, read into `response` (its bytes in `from_upstream`).
 /// Interim responses that come on the way go to `sender`, and the body keeps
-/// going; a final answer ends the sending. With a `deadline`, each piece of
-/// the body sent or taken restarts `timeout`, and the response head must
-/// come within `timeout` of the body's end.
+/// going; a final answer ends the sending. With a `deadline`, the server
+/// must take each piece within its limit, the sender bring each within its
+/// own, and the response head come within the server's limit of the body's
+/// end.
 pub(super) async fn send_body_and_read_head(
     upstream: &mut UpstreamStream,
     from_upstream: &mut BytesMut,
@@ -178,7 +247,7 @@ pub(super) async fn send_body_and_read_head(
     out: &mut Vec<u8>,
     sender: &mut impl Sender,
     with_body: bool,
-    mut deadline: Option<(&mut Pin<Box<Sleep>>, Duration)>,
+    mut deadline: Option<Deadline<'_>>,
 ) -> Result<Sent, ExchangeError> {
     let mut interim = false;
     // After an interim response the server has answered, whatever follows.
@@ -200,9 +269,7 @@ pub(super) async fn send_body_and_read_head(
                 out,
                 &mut written,
                 sender,
-                deadline
-                    .as_mut()
-                    .map(|(deadline, timeout)| (&mut **deadline, *timeout)),
+                deadline.as_mut(),
             )
             .await;
             match pumped {
@@ -218,15 +285,15 @@ pub(super) async fn send_body_and_read_head(
         flush(upstream).await?;
         Sent::All
     };
-    if let Some((deadline, timeout)) = deadline.as_mut() {
-        deadline.as_mut().reset(Instant::now() + *timeout);
+    if let Some(deadline) = deadline.as_mut() {
+        deadline.await_server();
     }
     loop {
         let head = read_response_head(
             upstream,
             from_upstream,
             response,
-            deadline.as_mut().map(|(deadline, _)| &mut **deadline),
+            deadline.as_mut().map(|deadline| &mut *deadline.timer),
         )
         .await;
         match head {
@@ -260,7 +327,7 @@ async fn pass_interim(
 /// body is all sent or a final answer came, `None` when an interim response
 /// came (parsed into `response`): the caller takes it and calls again. A
 /// head that has begun to come stops the sending until it is whole. With a
-/// `deadline`, each piece sent or taken restarts `timeout`.
+/// `deadline`, each wait (for the server or the sender) has its limit.
 async fn pump_body(
     upstream: &mut UpstreamStream,
     from_upstream: &mut BytesMut,
@@ -268,18 +335,17 @@ async fn pump_body(
     out: &mut Vec<u8>,
     written: &mut usize,
     sender: &mut impl Sender,
-    mut deadline: Option<(&mut Pin<Box<Sleep>>, Duration)>,
+    mut deadline: Option<&mut Deadline<'_>>,
 ) -> Result<Option<Sent>, SendError> {
-    let progress = |deadline: &mut Option<(&mut Pin<Box<Sleep>>, Duration)>| {
-        if let Some((deadline, timeout)) = deadline {
-            deadline.as_mut().reset(Instant::now() + *timeout);
+    let progress = |deadline: &mut Option<&mut Deadline<'_>>| {
+        if let Some(deadline) = deadline {
+            deadline.progress();
         }
     };
-    let expired = |deadline: &mut Option<(&mut Pin<Box<Sleep>>, Duration)>,
-                   cx: &mut Context<'_>| {
+    let expired = |deadline: &mut Option<&mut Deadline<'_>>, wait, cx: &mut Context<'_>| {
         deadline
             .as_mut()
-            .is_some_and(|(deadline, _)| deadline.as_mut().poll(cx).is_ready())
+            .is_some_and(|deadline| deadline.expired(wait, cx))
     };
     progress(&mut deadline);
     poll_fn(|cx| loop {
@@ -302,7 +368,7 @@ async fn pump_body(
             Poll::Pending => {}
         }
         if !from_upstream.is_empty() {
-            return if expired(&mut deadline, cx) {
+            return if expired(&mut deadline, Wait::Server, cx) {
                 Poll::Ready(Err(SendError::TimedOut))
             } else {
                 Poll::Pending
@@ -321,7 +387,7 @@ async fn pump_body(
                 Poll::Ready(Err(error)) => {
                     return Poll::Ready(Err(SendError::Upstream(UpstreamFault::Io(error))))
                 }
-                Poll::Pending if expired(&mut deadline, cx) => {
+                Poll::Pending if expired(&mut deadline, Wait::Server, cx) => {
                     return Poll::Ready(Err(SendError::TimedOut))
                 }
                 Poll::Pending => return Poll::Pending,
@@ -341,7 +407,7 @@ async fn pump_body(
                 }
             }
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-            Poll::Pending if expired(&mut deadline, cx) => {
+            Poll::Pending if expired(&mut deadline, Wait::Sender, cx) => {
                 return Poll::Ready(Err(SendError::SourceTimedOut))
             }
             Poll::Pending => return Poll::Pending,

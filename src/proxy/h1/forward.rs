@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use http::StatusCode;
-use tokio::io::AsyncWriteExt;
 
 use super::conn::{Client, ClientStream};
 use super::exchange::{
-    send_body_and_read_head, write_head, ClientSender, ExchangeError, SendError,
+    send_body_and_read_head, write_head, ClientSender, Deadline, ExchangeError, SendError,
 };
 use super::heads::{write_client_response, ClientFraming, Persistence, CONTINUE};
 use super::relay::{self, BodyDecoder, ClientFault, RequestBody, UpstreamFault};
@@ -21,6 +20,7 @@ use crate::error::ProxyError;
 use crate::http1::{response_framing, BodyLength};
 use crate::proxy::attempts::{Attempts, Outcome, Verdict};
 use crate::snapshot::Snapshot;
+use crate::stats::ClientTimeout;
 use crate::upstream::h1::{ConnectError, UpstreamConn, UpstreamStream};
 use crate::upstream::{Http1Pool, InFlight};
 
@@ -60,7 +60,8 @@ pub(super) async fn forward_to_http1<S: ClientStream>(
     let upstream = &snapshot.upstreams[forward.upstream];
     let facts = known.facts;
     let replayable = facts.method.is_idempotent() && facts.framing.body == BodyLength::Empty;
-    let mut body = RequestBody::new(facts.framing.body, snapshot.config.global.max_request_body);
+    let mut body = RequestBody::new(facts.framing.body, snapshot.config.global.max_request_body)
+        .with_min_rate(client.limits.body_min_rate);
     let mut attempts = Attempts::new(upstream, forward.key, replayable);
     let mut continue_sent = false;
     loop {
@@ -141,7 +142,14 @@ async fn client_failed<S: ClientStream>(
 ) -> After {
     let error = match fault {
         ClientFault::Gone => return After::Drop,
-        ClientFault::TimedOut => ProxyError::ClientTimeout,
+        ClientFault::TimedOut => {
+            client.conn.timed_out(ClientTimeout::Body);
+            ProxyError::ClientTimeout
+        }
+        ClientFault::TooSlow => {
+            client.conn.timed_out(ClientTimeout::BodyRate);
+            ProxyError::ClientTimeout
+        }
         ClientFault::TooLarge => ProxyError::BodyTooLarge,
         ClientFault::BadChunk(_) => ProxyError::BadRequest("the chunked request body is not valid"),
     };
@@ -213,8 +221,7 @@ impl Exchange {
         {
             *continue_sent = true;
             client
-                .io
-                .write_all(CONTINUE)
+                .send(CONTINUE)
                 .await
                 .map_err(|_| ExchangeError::Body(SendError::Client(ClientFault::Gone)))?;
         }
@@ -225,6 +232,8 @@ impl Exchange {
             from_upstream,
             response,
             deadline,
+            limits,
+            conn,
             ..
         } = client;
         let mut sender = ClientSender {
@@ -235,6 +244,8 @@ impl Exchange {
             ended: false,
             http10: self.facts.http10,
             continue_sent,
+            send_limit: limits.send,
+            conn,
         };
         // The head in `out` is sent: the body's pieces go through it.
         send_body_and_read_head(
@@ -244,7 +255,7 @@ impl Exchange {
             out,
             &mut sender,
             with_body,
-            Some((deadline, self.timeout)),
+            Some(Deadline::new(deadline, self.timeout, limits.body)),
         )
         .await
         .map(|_| ())

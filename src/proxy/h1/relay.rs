@@ -7,12 +7,14 @@
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::conn::{make_room, Client, ClientStream};
+use super::conn::{make_room, Client, ClientStream, Peer, SendLimited};
 use crate::http1::chunked::{size_line, LAST_CHUNK};
 use crate::http1::{BodyLength, ChunkError, ChunkedDecoder};
 use crate::upstream::h1::UpstreamStream;
@@ -133,6 +135,10 @@ pub(super) fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
+/// How long a request body may come slower than `client_body_min_rate`
+/// before its average counts (nginx-like rate limits leave a start too).
+const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
+
 /// A request body on its way from the client, counted against the limit.
 #[derive(Debug)]
 pub(super) struct RequestBody {
@@ -141,6 +147,23 @@ pub(super) struct RequestBody {
     seen: u64,
     /// Some of it has been read (it can no longer be sent again).
     started: bool,
+    min_rate: Option<MinRate>,
+}
+
+/// `client_body_min_rate`: the bytes per second a body must average.
+#[derive(Debug)]
+struct MinRate {
+    bytes_per_second: u64,
+    since: Instant,
+}
+
+impl MinRate {
+    /// Whether `seen` bytes are too few for the time since the start.
+    fn too_slow(&self, seen: u64) -> bool {
+        let elapsed = self.since.elapsed();
+        elapsed > MIN_RATE_GRACE
+            && (seen as f64) < self.bytes_per_second as f64 * elapsed.as_secs_f64()
+    }
 }
 
 impl RequestBody {
@@ -150,7 +173,18 @@ impl RequestBody {
             limit,
             seen: 0,
             started: false,
+            min_rate: None,
         }
+    }
+
+    /// Cuts the body when it averages fewer than `bytes_per_second` (from
+    /// now, after a grace period).
+    pub fn with_min_rate(mut self, bytes_per_second: Option<u64>) -> RequestBody {
+        self.min_rate = bytes_per_second.map(|bytes_per_second| MinRate {
+            bytes_per_second,
+            since: Instant::now(),
+        });
+        self
     }
 
     /// All of it has been read.
@@ -183,6 +217,15 @@ impl RequestBody {
         if self.limit.is_some_and(|limit| seen > limit) {
             return Err(ClientFault::TooLarge);
         }
+        if took
+            && !self.is_done()
+            && self
+                .min_rate
+                .as_ref()
+                .is_some_and(|rate| rate.too_slow(seen))
+        {
+            return Err(ClientFault::TooSlow);
+        }
         Ok(took)
     }
 }
@@ -192,8 +235,10 @@ impl RequestBody {
 pub(super) enum ClientFault {
     /// Closed (or broke) the connection before the body was all sent.
     Gone,
-    /// Sent no more of the body within the limit.
+    /// Sent no more of the body within `client_body_timeout`.
     TimedOut,
+    /// Sent the body slower than `client_body_min_rate`.
+    TooSlow,
     /// Sent more than `max_request_body`.
     TooLarge,
     BadChunk(ChunkError),
@@ -229,7 +274,8 @@ pub(super) enum RelayError {
 
 /// Writes the response head (in `client.out`) and relays the body from the
 /// server, re-framed as chunked when `chunked`; counts body bytes into
-/// `bytes`.
+/// `bytes`. Each write to the client must make progress within
+/// `send_timeout`.
 pub(super) async fn relay_response<S: ClientStream>(
     client: &mut Client<S>,
     upstream: &mut UpstreamStream,
@@ -241,8 +287,12 @@ pub(super) async fn relay_response<S: ClientStream>(
         io,
         out,
         from_upstream,
+        deadline,
+        limits,
+        conn,
         ..
     } = client;
+    let mut io = SendLimited::new(io, deadline.as_mut(), limits.send, Peer::Client(conn));
     let mut ended = body.is_done();
     loop {
         if let BodyDecoder::Exact(left) = body {
@@ -293,22 +343,33 @@ pub(super) async fn relay_response<S: ClientStream>(
 }
 
 /// After a 101: writes the head (in `client.out`) and whatever either side
-/// sent early, then copies bytes both ways until one side closes or the
-/// proxy shuts down.
+/// sent early, then copies bytes both ways until one side closes, a side
+/// reads nothing for `send_timeout`, or the proxy shuts down.
 pub(super) async fn tunnel<S: ClientStream>(client: &mut Client<S>, upstream: &mut UpstreamStream) {
     client.out.extend_from_slice(&client.from_upstream);
     client.from_upstream.clear();
     if client.write_out().await.is_err() {
         return;
     }
-    if !client.input.is_empty() {
-        if upstream.write_all(&client.input).await.is_err() {
+    let Client {
+        io,
+        input,
+        deadline,
+        limits,
+        conn,
+        stop,
+        ..
+    } = client;
+    let mut server_timer = pin!(tokio::time::sleep(limits.send));
+    let mut upstream = SendLimited::new(upstream, server_timer.as_mut(), limits.send, Peer::Server);
+    if !input.is_empty() {
+        if upstream.write_all(input).await.is_err() {
             return;
         }
-        client.input.clear();
+        input.clear();
     }
-    let Client { io, stop, .. } = client;
-    let mut copied = std::pin::pin!(tokio::io::copy_bidirectional(io, upstream));
+    let mut io = SendLimited::new(io, deadline.as_mut(), limits.send, Peer::Client(conn));
+    let mut copied = pin!(tokio::io::copy_bidirectional(&mut io, &mut upstream));
     poll_fn(|cx| {
         if copied.as_mut().poll(cx).is_ready() || stop.poll_stopped(cx) {
             return Poll::Ready(());
@@ -316,4 +377,20 @@ pub(super) async fn tunnel<S: ClientStream>(client: &mut Client<S>, upstream: &m
         Poll::Pending
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_too_slow_only_after_the_grace_period() {
+        let rate = |ago: Duration| MinRate {
+            bytes_per_second: 1000,
+            since: Instant::now() - ago,
+        };
+        assert!(!rate(Duration::from_secs(1)).too_slow(0));
+        assert!(!rate(Duration::from_secs(10)).too_slow(20_000));
+        assert!(rate(Duration::from_secs(10)).too_slow(5_000));
+    }
 }

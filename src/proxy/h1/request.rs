@@ -295,7 +295,7 @@ fn prepare(
     if upstream.transport.is_http2() {
         // hyper's client takes it from here, with the whole request path of
         // service.rs (access log and metrics included).
-        return match bridge::prepare(buf, head, known.facts, upstream.timeout) {
+        return match bridge::prepare(buf, head, known.facts) {
             Ok(bridged) => Plan::Bridge(bridged),
             Err(error) => answer(known, Reply::Error(error)),
         };
