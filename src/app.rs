@@ -29,6 +29,17 @@ pub struct Bound {
     pub admin: Option<SocketAddr>,
 }
 
+impl Bound {
+    /// Every address usherd listens on.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .map(|listener| listener.addr)
+            .chain(self.admin)
+            .collect()
+    }
+}
+
 pub struct App {
     pub snapshots: SharedSnapshot,
     pub(crate) control: tokio::sync::Mutex<Control>,
@@ -91,8 +102,9 @@ impl App {
         });
         let mut control = app.control.lock().await;
         let (listeners, admin) = app.bind_missing(&control, &config).await?;
-        app.switch_listeners(&mut control, listeners, admin);
+        // The registry is up before the admin listener that serves it.
         app.start_control(&mut control, &config);
+        app.switch_listeners(&mut control, listeners, admin);
         drop(control);
         tokio::spawn(control::apply_discovered(Arc::clone(&app), discovered));
         Ok(app)
@@ -148,10 +160,14 @@ impl App {
         control.admin.switch_to(admin, |_, socket, stop| {
             tokio::spawn(admin::serve(socket, Arc::clone(self), stop));
         });
-        self.bound.store(Arc::new(Bound {
+        let bound = Bound {
             listeners: control.listeners.bound(),
             admin: control.admin.bound().first().map(|b| b.addr),
-        }));
+        };
+        if let Some(registry) = self.registry() {
+            registry.set_own(bound.addresses());
+        }
+        self.bound.store(Arc::new(bound));
     }
 
     /// Stops accepting, lets requests in flight finish for up to

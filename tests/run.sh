@@ -3,7 +3,8 @@
 # tests drive (real clients and servers) when they are missing, then runs
 # `cargo test`. Arguments go to cargo test (e.g. `tests/run.sh --test reload`).
 #
-# A first run on a fresh machine installs packages (a few minutes) and builds
+# A first run on a fresh machine installs packages and Python clients (a few
+# minutes) and builds
 # the project and its tests (about 5 minutes on 2 cores); the tests then take
 # about 3 minutes. Later runs skip what is already there.
 set -euo pipefail
@@ -20,6 +21,8 @@ missing=()
 for command in "${!needed[@]}"; do
   command -v "$command" >/dev/null || missing+=("${needed[$command]}")
 done
+# `python3 -m venv` needs Debian's python3-venv where python3 is Debian's.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   sudo=""
@@ -33,5 +36,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# Real client libraries written by others, each in a venv of its own under
+# target/ (py-consul and python-consul2 both install a `consul` module).
+python_clients=(py-consul==1.8.0 python-consul2==0.1.5)
+for client in "${python_clients[@]}"; do
+  venv="target/test-python/${client%%==*}"
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "tests/run.sh: installing $client into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$client"
+  fi
+done
 
 exec cargo test "$@"

@@ -15,7 +15,6 @@
 //! this module: it reads the published snapshot.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -299,18 +298,13 @@ impl App {
     /// Starts, updates or stops the registry to match `config`. A registry
     /// that keeps its state file keeps its catalog across a reload.
     fn sync_registry(&self, config: &Config) {
-        let own: Vec<SocketAddr> = config
-            .listeners
-            .iter()
-            .map(|listener| listener.listen)
-            .chain(config.admin.iter().map(|admin| admin.listen))
-            .collect();
+        let own = self.bound.load().addresses();
         let mut slot = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         match (&config.registry, slot.as_ref()) {
             (Some(settings), Some(running))
                 if running.settings().state_file == settings.state_file =>
             {
-                running.update(settings, own);
+                running.update(settings);
             }
             (Some(settings), _) => {
                 if let Some(old) = slot.take() {

@@ -99,8 +99,12 @@ impl Registry {
     }
 
     /// New settings from a reload; the catalog stays.
-    pub fn update(&self, settings: &config::Registry, own: Vec<SocketAddr>) {
+    pub fn update(&self, settings: &config::Registry) {
         self.settings.store(Arc::new(settings.clone()));
+    }
+
+    /// The addresses usherd listens on now, which no registration may name.
+    pub fn set_own(&self, own: Vec<SocketAddr>) {
         self.own.store(Arc::new(own));
     }
 

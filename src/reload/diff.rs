@@ -331,6 +331,22 @@ refresh = "5s"
 timeout = "2s"
 empty_after = "10s"
 max_stale = "0s"
+
+[upstreams.reg]
+servers = [{ addr = "127.0.0.1:9003" }]
+[upstreams.reg.discovery]
+source = "registry"
+service = "reg-api"
+tag = "v2"
+passing = true
+
+[registry]
+state_file = "registry.json"
+write_tokens = ["write-token-1"]
+read_tokens = ["read-token-1"]
+allow_addresses = ["10.0.0.0/8"]
+max_services = 100
+max_body = "32KiB"
 "#;
 
     /// For each field of the typed config: an edit of the file that changes
@@ -614,6 +630,15 @@ retries"#,
         ("upstreams[].discovery.timeout", r#"timeout = "2s""#, r#"timeout = "3s""#, "upstream fast: discovery.timeout 2s -> 3s"),
         ("upstreams[].discovery.empty_after", r#"empty_after = "10s""#, r#"empty_after = "20s""#, "upstream fast: discovery.empty_after 10s -> 20s"),
         ("upstreams[].discovery.max_stale", r#"max_stale = "0s""#, r#"max_stale = "1m""#, "upstream fast: discovery.max_stale - -> 1m"),
+        ("upstreams[].discovery.service", "reg-api", "reg-web", "upstream reg: discovery.service reg-api -> reg-web"),
+        ("upstreams[].discovery.tag", r#"tag = "v2""#, r#"tag = "v3""#, "upstream reg: discovery.tag v2 -> v3"),
+        ("upstreams[].discovery.passing", "passing = true", "passing = false", "upstream reg: discovery.passing true -> false"),
+        ("registry.state_file", "registry.json", "other.json", "registry: state_file /"),
+        ("registry.write_tokens", "write-token-1", "write-token-2", "registry: write_tokens changed"),
+        ("registry.read_tokens", "read-token-1", "read-token-2", "registry: read_tokens changed"),
+        ("registry.allow_addresses", "10.0.0.0/8", "10.0.0.0/16", "registry: allow_addresses [10.0.0.0/8] -> [10.0.0.0/16]"),
+        ("registry.max_services", "max_services = 100", "max_services = 200", "registry: max_services 100 -> 200"),
+        ("registry.max_body", r#"max_body = "32KiB""#, r#"max_body = "16KiB""#, "registry: max_body 32768 -> 16384"),
     ];
 
     /// The upstream TLS keys of `EVERY_KEY`, together.
@@ -669,6 +694,7 @@ tls_insecure_skip_verify = false
             "upstreams[].health_check",
             "upstreams[].outlier",
             "upstreams[].discovery",
+            "registry",
         ] {
             fields.remove(container);
         }
