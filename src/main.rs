@@ -251,10 +251,13 @@ fn summary(config: &Config) -> String {
             .map(|s| format!("{} w{}", s.addr, s.weight))
             .collect();
         if let Some(discovery) = &upstream.discovery {
+            let every = match discovery.source {
+                usherd::config::DiscoverySource::Registry { .. } => String::new(),
+                _ => format!(" every {}", humantime::format_duration(discovery.refresh)),
+            };
             servers.push(format!(
-                "servers from {} every {}",
-                discovery.source.describe(),
-                humantime::format_duration(discovery.refresh)
+                "servers from {}{every}",
+                discovery.source.describe()
             ));
         }
         let tls = if upstream.transport.tls.is_some() {
