@@ -249,7 +249,7 @@ const TEN_SHAPE_ERRORS: [(usize, usize, &str); 10] = [
     (
         26,
         2,
-        "metrics: unknown field `metrics`, expected one of `global`, `admin`, `listeners`, `vhosts`, `upstreams`",
+        "metrics: unknown field `metrics`, expected one of `global`, `admin`, `listeners`, `vhosts`, `upstreams`, `registry`",
     ),
 ];
 
