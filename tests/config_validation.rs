@@ -249,7 +249,7 @@ const TEN_SHAPE_ERRORS: [(usize, usize, &str); 10] = [
     (
         26,
         2,
-        "metrics: unknown field `metrics`, expected one of `global`, `admin`, `listeners`, `vhosts`, `upstreams`",
+        "metrics: unknown field `metrics`, expected one of `global`, `admin`, `listeners`, `vhosts`, `upstreams`, `registry`",
     ),
 ];
 
@@ -540,4 +540,121 @@ fn bad_arguments_exit_1_and_missing_file_is_reported() {
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("/nonexistent/usherd.toml: cannot read")
     );
+}
+
+/// The line of `text` that holds `needle`, counting from 1.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"));
+    text[..at].lines().count() + usize::from(text[..at].ends_with('\n'))
+}
+
+#[test]
+fn consul_source_settings_are_checked() {
+    let with =
+        |keys: &str| format!("{BASE}\n[upstreams.app.discovery]\nsource = \"consul\"\n{keys}\n");
+    let text = with("service = \"api\"");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `address`",
+    );
+    let text = with("address = \"http://127.0.0.1:8500\"");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `service`",
+    );
+    for (bad, needle) in [
+        ("address = \"127.0.0.1:8500\"", "is not an HTTP address"),
+        (
+            "address = \"ftp://127.0.0.1:8500\"",
+            "scheme must be http or https",
+        ),
+        (
+            "address = \"http://127.0.0.1:8500/v1\"",
+            "is not an HTTP address",
+        ),
+        ("wait = \"11m\"", "wait must be from 1s to 10m"),
+        ("wait = \"500ms\"", "wait must be from 1s to 10m"),
+        ("datacenter = \"east 1\"", "is not a datacenter name"),
+        ("token = \"\"", "the token must not be empty"),
+        ("token = \"two words\"", "one line of visible ASCII"),
+        ("token = \"abc\"\ntoken_file = \"token\"", "not both"),
+        ("token_file = \"no-such-token\"", "cannot read token_file"),
+        (
+            "name = \"api.internal\"",
+            "`name` does not apply to source consul",
+        ),
+        ("port = 8080", "`port` does not apply to source consul"),
+    ] {
+        let address = if bad.starts_with("address") {
+            ""
+        } else {
+            "address = \"http://127.0.0.1:8500\"\n"
+        };
+        let text = with(&format!("{address}service = \"api\"\n{bad}"));
+        let bad_line = bad.lines().last().unwrap();
+        assert_error(&text, line_of(&text, bad_line), needle);
+    }
+    let text = format!(
+        "{BASE}\n[upstreams.app.discovery]\nsource = \"dns\"\nname = \"api\"\nport = 80\nwait = \"1m\"\nservice = \"api\"\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "wait ="),
+        "`wait` applies only to source consul",
+    );
+    assert_error(
+        &text,
+        line_of(&text, "service ="),
+        "applies only to sources registry and consul",
+    );
+    let text = with("address = \"http://127.0.0.1:8500/\"\nservice = \"api\"");
+    let config = parse_config(&text, "ok.toml").unwrap();
+    let discovery = config.upstreams[0].discovery.as_ref().unwrap();
+    let usherd::config::DiscoverySource::Consul {
+        address,
+        passing,
+        wait,
+        token,
+        stale,
+        ..
+    } = &discovery.source
+    else {
+        panic!("not a consul source: {discovery:?}");
+    };
+    assert_eq!(address, "http://127.0.0.1:8500");
+    assert!(*passing && !*stale && token.is_none());
+    assert_eq!(*wait, Duration::from_secs(300));
+}
+
+#[test]
+fn a_consul_token_file_is_read_relative_to_the_config() {
+    let file = support::tempfile_path::TempPath::new("usherd", "toml");
+    std::fs::write(file.directory().join("consul.token"), "3f0c-token\n").unwrap();
+    let text = format!(
+        "{BASE}\n[upstreams.app.discovery]\nsource = \"consul\"\naddress = \"http://127.0.0.1:8500\"\nservice = \"api\"\ntoken_file = \"consul.token\"\n"
+    );
+    let config = parse_config(&text, file.as_path().to_str().unwrap()).unwrap();
+    let source = &config.upstreams[0].discovery.as_ref().unwrap().source;
+    let usherd::config::DiscoverySource::Consul { token, .. } = source else {
+        panic!("not a consul source");
+    };
+    assert_eq!(token.as_deref(), Some("3f0c-token"));
+    std::fs::write(file.directory().join("consul.token"), "\n").unwrap();
+    let errors = errors_in(&text, file.as_path().to_str().unwrap());
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("must not be empty")),
+        "{errors:?}"
+    );
+}
+
+fn errors_in(text: &str, file: &str) -> Vec<ConfigError> {
+    parse_config(text, file)
+        .expect_err("config must be refused")
+        .0
 }

@@ -19,6 +19,10 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
 pub const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The shortest `refresh` allowed.
 const MIN_REFRESH: Duration = Duration::from_millis(100);
+/// How long a `consul` blocking query waits for a change, by default.
+pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(300);
+/// The shortest and longest `wait` allowed (10 minutes is Consul's cap).
+const CONSUL_WAIT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(600));
 
 /// An upstream's discovery source and the rules it follows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,6 +72,26 @@ pub enum DiscoverySource {
         /// Only passing instances (else warning ones too).
         passing: bool,
     },
+    /// Instances of `service` in a Consul catalog (or another usherd's
+    /// registry), followed with blocking queries on `/v1/health/service/`.
+    Consul {
+        /// `http://host:port`, without a path.
+        address: String,
+        service: String,
+        tag: Option<String>,
+        /// Only passing instances (else warning ones too).
+        passing: bool,
+        /// `?dc=`; `None`: the agent's own datacenter.
+        datacenter: Option<String>,
+        /// Sent as `X-Consul-Token` (from `token` or `token_file`).
+        #[serde(serialize_with = "serialize::secret")]
+        token: Option<String>,
+        /// How long one blocking query may wait for a change.
+        #[serde(serialize_with = "serialize::duration")]
+        wait: Duration,
+        /// `?stale`: any server may answer, not only the leader.
+        stale: bool,
+    },
 }
 
 impl DiscoverySource {
@@ -80,15 +104,25 @@ impl DiscoverySource {
                 Some(tag) => format!("registry {service} tag {tag}"),
                 None => format!("registry {service}"),
             },
+            DiscoverySource::Consul {
+                address,
+                service,
+                tag,
+                ..
+            } => match tag {
+                Some(tag) => format!("consul {service} tag {tag} at {address}"),
+                None => format!("consul {service} at {address}"),
+            },
         }
     }
 
-    /// `dns` or `srv`.
+    /// `dns`, `srv`, `registry` or `consul`.
     pub fn kind(&self) -> &'static str {
         match self {
             DiscoverySource::Dns { .. } => "dns",
             DiscoverySource::Srv { .. } => "srv",
             DiscoverySource::Registry { .. } => "registry",
+            DiscoverySource::Consul { .. } => "consul",
         }
     }
 }
@@ -138,22 +172,22 @@ impl Checker<'_> {
             _ => self.duration_or(&body.empty_after, "empty_after", empty_default),
         };
         let max_stale = self.max_stale(&body.max_stale);
-        if source == "registry" {
-            return self.registry_source(section, refresh, timeout, empty_after, max_stale);
+        if source == "registry" || source == "consul" {
+            return self.catalog_source(section, refresh, timeout, empty_after, max_stale);
         }
-        if let Some(key) = [
+        for (key, span) in [
             ("service", body.service.as_ref().map(Spanned::span)),
             ("tag", body.tag.as_ref().map(Spanned::span)),
             ("passing", body.passing.as_ref().map(Spanned::span)),
-        ]
-        .into_iter()
-        .find(|(_, span)| span.is_some())
-        {
-            self.error(
-                key.1.unwrap_or_default(),
-                format!("`{}` applies only to source registry", key.0),
-            );
+        ] {
+            if let Some(span) = span {
+                self.error(
+                    span,
+                    format!("`{key}` applies only to sources registry and consul"),
+                );
+            }
         }
+        self.refuse_consul_keys(body);
         let name = match &body.name {
             Some(name) => {
                 if let Err(message) = check_dns_name(name.get_ref(), source == "srv") {
@@ -199,7 +233,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     body.source.span(),
-                    format!("unknown discovery source `{other}`: use dns, srv or registry"),
+                    format!("unknown discovery source `{other}`: use dns, srv, registry or consul"),
                 );
                 return None;
             }
@@ -213,8 +247,10 @@ impl Checker<'_> {
         })
     }
 
-    /// `source = "registry"`: `service` (required), `tag`, `passing`.
-    fn registry_source(
+    /// `source = "registry"` or `"consul"`: `service` (required), `tag`,
+    /// `passing`; for consul also `address` (required), `datacenter`,
+    /// `token` or `token_file`, `wait` and `stale`.
+    fn catalog_source(
         &mut self,
         section: &Spanned<DiscoverySection>,
         refresh: Duration,
@@ -223,6 +259,7 @@ impl Checker<'_> {
         max_stale: Option<Duration>,
     ) -> Option<Discovery> {
         let body = section.get_ref();
+        let kind = body.source.get_ref().as_str();
         for (key, span) in [
             ("name", body.name.as_ref().map(Spanned::span)),
             ("port", body.port.as_ref().map(Spanned::span)),
@@ -234,15 +271,9 @@ impl Checker<'_> {
             if let Some(span) = span {
                 self.error(
                     span,
-                    format!("`{key}` does not apply to source registry: instances register their address, port and weights"),
+                    format!("`{key}` does not apply to source {kind}: instances register their address, port and weights"),
                 );
             }
-        }
-        if !self.has_registry {
-            self.error(
-                body.source.span(),
-                "source registry needs the registry: add a [registry] section".into(),
-            );
         }
         let service = match &body.service {
             Some(service) if !service.get_ref().trim().is_empty() => service.get_ref().clone(),
@@ -253,22 +284,146 @@ impl Checker<'_> {
             None => {
                 self.error(
                     section.span(),
-                    "source registry needs `service`, the name instances register under".into(),
+                    format!("source {kind} needs `service`, the name instances register under"),
                 );
                 String::new()
             }
         };
-        Some(Discovery {
-            source: DiscoverySource::Registry {
+        let tag = body.tag.as_ref().map(|tag| tag.get_ref().clone());
+        let passing = body.passing.as_ref().is_none_or(|p| *p.get_ref());
+        let source = if kind == "consul" {
+            DiscoverySource::Consul {
+                address: self.consul_address(section),
                 service,
-                tag: body.tag.as_ref().map(|tag| tag.get_ref().clone()),
-                passing: body.passing.as_ref().is_none_or(|p| *p.get_ref()),
-            },
+                tag,
+                passing,
+                datacenter: self.consul_datacenter(&body.datacenter),
+                token: self.consul_token(body),
+                wait: self.consul_wait(&body.wait),
+                stale: body.stale.as_ref().is_some_and(|s| *s.get_ref()),
+            }
+        } else {
+            self.refuse_consul_keys(body);
+            if !self.has_registry {
+                self.error(
+                    body.source.span(),
+                    "source registry needs the registry: add a [registry] section".into(),
+                );
+            }
+            DiscoverySource::Registry {
+                service,
+                tag,
+                passing,
+            }
+        };
+        Some(Discovery {
+            source,
             refresh,
             timeout,
             empty_after,
             max_stale,
         })
+    }
+
+    /// The keys only a `consul` source takes, refused for the others.
+    fn refuse_consul_keys(&mut self, body: &DiscoverySection) {
+        for (key, span) in [
+            ("address", body.address.as_ref().map(Spanned::span)),
+            ("datacenter", body.datacenter.as_ref().map(Spanned::span)),
+            ("token", body.token.as_ref().map(Spanned::span)),
+            ("token_file", body.token_file.as_ref().map(Spanned::span)),
+            ("wait", body.wait.as_ref().map(Spanned::span)),
+            ("stale", body.stale.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                self.error(span, format!("`{key}` applies only to source consul"));
+            }
+        }
+    }
+
+    /// `address`: `http://host:port` or `https://host:port`, kept without a
+    /// trailing slash.
+    fn consul_address(&mut self, section: &Spanned<DiscoverySection>) -> String {
+        let Some(address) = &section.get_ref().address else {
+            self.error(
+                section.span(),
+                "source consul needs `address`, the agent's HTTP API, like \"http://127.0.0.1:8500\"".into(),
+            );
+            return String::new();
+        };
+        match parse_consul_address(address.get_ref()) {
+            Ok(address) => address,
+            Err(message) => {
+                self.error(address.span(), message);
+                String::new()
+            }
+        }
+    }
+
+    fn consul_datacenter(&mut self, datacenter: &Option<Spanned<String>>) -> Option<String> {
+        let datacenter = datacenter.as_ref()?;
+        let text = datacenter.get_ref();
+        let valid = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !valid {
+            self.error(
+                datacenter.span(),
+                format!("datacenter `{text}` is not a datacenter name: letters, digits, `-`, `_` and `.`"),
+            );
+        }
+        Some(text.clone())
+    }
+
+    /// `token`, or the first line of `token_file` (relative to the config
+    /// file's directory), read now. Messages never quote the token.
+    fn consul_token(&mut self, body: &DiscoverySection) -> Option<String> {
+        let (token, span) = match (&body.token, &body.token_file) {
+            (None, None) => return None,
+            (Some(_), Some(file)) => {
+                self.error(file.span(), "give `token` or `token_file`, not both".into());
+                return None;
+            }
+            (Some(token), None) => (token.get_ref().clone(), token.span()),
+            (None, Some(file)) => {
+                let path = self.config_path(file.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => (text.trim().to_string(), file.span()),
+                    Err(error) => {
+                        self.error(
+                            file.span(),
+                            format!("cannot read token_file {}: {error}", path.display()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if token.is_empty() {
+            self.error(span, "the token must not be empty".into());
+            return None;
+        }
+        if http::HeaderValue::from_str(&token).is_err() || token.contains(char::is_whitespace) {
+            self.error(
+                span,
+                "the token must be one line of visible ASCII characters".into(),
+            );
+            return None;
+        }
+        Some(token)
+    }
+
+    fn consul_wait(&mut self, wait: &Option<Spanned<DurationText>>) -> Duration {
+        let value = self.duration_or(wait, "wait", DEFAULT_CONSUL_WAIT);
+        let (shortest, longest) = CONSUL_WAIT_RANGE;
+        match wait {
+            Some(text) if value < shortest || value > longest => {
+                self.error(text.span(), "wait must be from 1s to 10m".into());
+                DEFAULT_CONSUL_WAIT
+            }
+            _ => value,
+        }
     }
 
     fn discovery_port(&mut self, section: &Spanned<DiscoverySection>) -> u16 {
@@ -371,6 +526,30 @@ impl Checker<'_> {
     }
 }
 
+/// `http://127.0.0.1:8500/` -> `http://127.0.0.1:8500`: a scheme of http or
+/// https, a host, an optional port, nothing else.
+fn parse_consul_address(text: &str) -> Result<String, String> {
+    let refused = || {
+        format!("address `{text}` is not an HTTP address like \"http://127.0.0.1:8500\" (scheme, host and port only)")
+    };
+    let uri: http::Uri = text.parse().map_err(|_| refused())?;
+    let scheme = uri.scheme_str().ok_or_else(refused)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "address `{text}`: the scheme must be http or https"
+        ));
+    }
+    let authority = uri.authority().ok_or_else(refused)?;
+    let bare = authority.as_str().contains('@')
+        || authority.host().is_empty()
+        || uri.query().is_some()
+        || !matches!(uri.path(), "" | "/");
+    if bare {
+        return Err(refused());
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
 /// `10.0.0.2`, `10.0.0.2:5353`, `::1`, `[::1]:5353`; port 53 when none.
 fn parse_resolver(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -425,6 +604,23 @@ mod tests {
         );
         assert_eq!(parse_resolver("::1"), Some("[::1]:53".parse().unwrap()));
         assert_eq!(parse_resolver("dns.google"), None);
+    }
+
+    #[test]
+    fn consul_addresses_are_scheme_host_and_port() {
+        assert_eq!(
+            parse_consul_address("http://127.0.0.1:8500/").as_deref(),
+            Ok("http://127.0.0.1:8500")
+        );
+        assert_eq!(
+            parse_consul_address("https://consul.internal:8501").as_deref(),
+            Ok("https://consul.internal:8501")
+        );
+        assert!(parse_consul_address("127.0.0.1:8500").is_err());
+        assert!(parse_consul_address("ftp://127.0.0.1:8500").is_err());
+        assert!(parse_consul_address("http://127.0.0.1:8500/v1").is_err());
+        assert!(parse_consul_address("http://user:pw@127.0.0.1:8500").is_err());
+        assert!(parse_consul_address("http://127.0.0.1:8500?dc=a").is_err());
     }
 
     #[test]

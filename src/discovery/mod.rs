@@ -1,7 +1,8 @@
 //! Discovery: sources that find an upstream's servers at run time: DNS
-//! (`dns.rs`) and usherd's own registry. Each source is a task that asks
-//! again every `refresh` (a registry source also as soon as the catalog
-//! changes) and hands every set that differs from the last one to the
+//! (`dns.rs`), usherd's own registry, and a Consul agent (`consul.rs`).
+//! Each source is a task that asks again every `refresh` (a registry source
+//! also as soon as the catalog changes; a consul source asks with blocking
+//! queries, which the agent answers when the service changes) and hands every set that differs from the last one to the
 //! control plane, which publishes it. The failure rules (docs/discovery.md)
 //! live here:
 //!
@@ -13,6 +14,7 @@
 //! - `max_stale`, when set, drops the last set after that long without a
 //!   successful answer.
 
+mod consul;
 mod dns;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,7 @@ use tokio::time::Instant;
 use crate::config::{Discovery, DiscoverySource, Server};
 use crate::registry::Registry;
 
+pub use consul::ConsulSource;
 pub use dns::DnsSource;
 
 /// What one lookup gave.
@@ -191,6 +194,7 @@ struct Follower {
 enum Source {
     Dns(Box<DnsSource>),
     Registry(RegistryFeed),
+    Consul(Box<ConsulSource>),
 }
 
 /// A `registry` source: the instances of one service, looked at again as
@@ -244,6 +248,10 @@ impl Source {
             (DiscoverySource::Registry { .. }, None) => {
                 Err("the config has no [registry] to read".into())
             }
+            (source @ DiscoverySource::Consul { .. }, _) => {
+                ConsulSource::new(source, settings.timeout)
+                    .map(|consul| Source::Consul(Box::new(consul)))
+            }
             (source, _) => {
                 DnsSource::new(source, settings.timeout).map(|dns| Source::Dns(Box::new(dns)))
             }
@@ -253,6 +261,8 @@ impl Source {
     async fn lookup(&mut self, timeout: Duration) -> Answer {
         match self {
             Source::Registry(feed) => feed.lookup(),
+            // Its own limit: a blocking query may take `wait` longer.
+            Source::Consul(consul) => consul.lookup().await,
             Source::Dns(dns) => match tokio::time::timeout(timeout, dns.lookup()).await {
                 Ok(answer) => answer,
                 Err(_) => Answer::Failed(format!(
@@ -263,12 +273,15 @@ impl Source {
         }
     }
 
-    /// Waits `wait`; a registry feed wakes early when the catalog changes.
+    /// Waits `wait`; a registry feed wakes early when the catalog changes,
+    /// and a consul source asks again at once after an answer (the query
+    /// waits at the agent).
     async fn pause(&mut self, wait: Duration) {
         match self {
             Source::Registry(feed) => {
                 let _ = tokio::time::timeout(wait, feed.changes.changed()).await;
             }
+            Source::Consul(consul) => consul.pause(wait).await,
             Source::Dns(_) => tokio::time::sleep(wait).await,
         }
     }
@@ -462,7 +475,7 @@ impl Follower {
             DiscoverySource::Dns { resolver, .. } | DiscoverySource::Srv { resolver, .. } => {
                 resolver.respect_ttl
             }
-            DiscoverySource::Registry { .. } => false,
+            DiscoverySource::Registry { .. } | DiscoverySource::Consul { .. } => false,
         };
         if respect_ttl {
             ttl.max(Duration::from_secs(1)).min(self.settings.refresh)

@@ -332,21 +332,28 @@ timeout = "2s"
 empty_after = "10s"
 max_stale = "0s"
 
-[upstreams.reg]
+[upstreams.catalog]
+strategy = "round_robin"
 servers = [{ addr = "127.0.0.1:9003" }]
-[upstreams.reg.discovery]
-source = "registry"
-service = "reg-api"
-tag = "v2"
+
+[upstreams.catalog.discovery]
+source = "consul"
+address = "http://127.0.0.1:8500"
+service = "billing"
+tag = "blue"
 passing = true
+datacenter = "east-1"
+token = "consul-token-a"
+wait = "4m"
+stale = false
 
 [registry]
 state_file = "registry.json"
-write_tokens = ["write-token-1"]
-read_tokens = ["read-token-1"]
+write_tokens = ["write-secret-1"]
+read_tokens = ["read-secret-1"]
 allow_addresses = ["10.0.0.0/8"]
 max_services = 100
-max_body = "32KiB"
+max_body = "1MiB"
 "#;
 
     /// For each field of the typed config: an edit of the file that changes
@@ -630,15 +637,20 @@ retries"#,
         ("upstreams[].discovery.timeout", r#"timeout = "2s""#, r#"timeout = "3s""#, "upstream fast: discovery.timeout 2s -> 3s"),
         ("upstreams[].discovery.empty_after", r#"empty_after = "10s""#, r#"empty_after = "20s""#, "upstream fast: discovery.empty_after 10s -> 20s"),
         ("upstreams[].discovery.max_stale", r#"max_stale = "0s""#, r#"max_stale = "1m""#, "upstream fast: discovery.max_stale - -> 1m"),
-        ("upstreams[].discovery.service", "reg-api", "reg-web", "upstream reg: discovery.service reg-api -> reg-web"),
-        ("upstreams[].discovery.tag", r#"tag = "v2""#, r#"tag = "v3""#, "upstream reg: discovery.tag v2 -> v3"),
-        ("upstreams[].discovery.passing", "passing = true", "passing = false", "upstream reg: discovery.passing true -> false"),
-        ("registry.state_file", "registry.json", "other.json", "registry: state_file /"),
-        ("registry.write_tokens", "write-token-1", "write-token-2", "registry: write_tokens changed"),
-        ("registry.read_tokens", "read-token-1", "read-token-2", "registry: read_tokens changed"),
+        ("upstreams[].discovery.address", "http://127.0.0.1:8500", "https://127.0.0.1:8501", "upstream catalog: discovery.address http://127.0.0.1:8500 -> https://127.0.0.1:8501"),
+        ("upstreams[].discovery.service", r#"service = "billing""#, r#"service = "ledger""#, "upstream catalog: discovery.service billing -> ledger"),
+        ("upstreams[].discovery.tag", r#"tag = "blue""#, r#"tag = "green""#, "upstream catalog: discovery.tag blue -> green"),
+        ("upstreams[].discovery.passing", "passing = true", "passing = false", "upstream catalog: discovery.passing true -> false"),
+        ("upstreams[].discovery.datacenter", "east-1", "west-2", "upstream catalog: discovery.datacenter east-1 -> west-2"),
+        ("upstreams[].discovery.token", "consul-token-a", "consul-token-b", "upstream catalog: discovery.token changed"),
+        ("upstreams[].discovery.wait", r#"wait = "4m""#, r#"wait = "30s""#, "upstream catalog: discovery.wait 4m -> 30s"),
+        ("upstreams[].discovery.stale", "stale = false", "stale = true", "upstream catalog: discovery.stale false -> true"),
+        ("registry.state_file", "registry.json", "other.json", "registry: state_file "),
+        ("registry.write_tokens", "write-secret-1", "write-secret-2", "registry: write_tokens changed"),
+        ("registry.read_tokens", "read-secret-1", "read-secret-2", "registry: read_tokens changed"),
         ("registry.allow_addresses", "10.0.0.0/8", "10.0.0.0/16", "registry: allow_addresses [10.0.0.0/8] -> [10.0.0.0/16]"),
         ("registry.max_services", "max_services = 100", "max_services = 200", "registry: max_services 100 -> 200"),
-        ("registry.max_body", r#"max_body = "32KiB""#, r#"max_body = "16KiB""#, "registry: max_body 32768 -> 16384"),
+        ("registry.max_body", r#"max_body = "1MiB""#, r#"max_body = "2MiB""#, "registry: max_body 1048576 -> 2097152"),
     ];
 
     /// The upstream TLS keys of `EVERY_KEY`, together.
@@ -717,5 +729,15 @@ tls_insecure_skip_verify = false
                 "{field}: expected a line with `{expected}`, got {changes:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_consul_token_change_never_shows_the_token() {
+        let base = parse_every_key(EVERY_KEY);
+        let after = parse_every_key(&EVERY_KEY.replace("consul-token-a", "consul-token-b"));
+        let changes = describe(&base, &after);
+        assert_eq!(changes, ["upstream catalog: discovery.token changed"]);
+        let serialized = serde_json::to_string(&after).unwrap();
+        assert!(!serialized.contains("consul-token"), "{serialized}");
     }
 }
