@@ -17,6 +17,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod http1;
+pub mod probe;
 pub mod proxy;
 pub mod reload;
 pub mod routing;
