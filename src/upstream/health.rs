@@ -59,6 +59,8 @@ pub struct EndpointHealth {
     checked: AtomicBool,
     /// Added by discovery and not passed a check yet: down until one passes.
     awaiting_first_pass: AtomicBool,
+    /// Gone from its upstream: down for good, whatever a late check says.
+    retired: AtomicBool,
     passes: AtomicU32,
     failures: AtomicU32,
     last_check: Mutex<Option<CheckReport>>,
@@ -81,6 +83,7 @@ impl Default for EndpointHealth {
             up: AtomicBool::new(true),
             checked: AtomicBool::new(false),
             awaiting_first_pass: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             passes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             last_check: Mutex::new(None),
@@ -114,6 +117,13 @@ impl EndpointHealth {
     /// No check has passed yet on a server that waits for one.
     pub fn awaits_first_pass(&self) -> bool {
         self.awaiting_first_pass.load(Ordering::Relaxed)
+    }
+
+    /// For a server that left its upstream (discovery or a reload): requests
+    /// that still hold an older snapshot no longer retry on it.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.up.store(false, Ordering::Relaxed);
     }
 
     /// Drained (true) or enabled again (false) by the admin API.
@@ -187,6 +197,9 @@ impl EndpointHealth {
     /// Records an active check and applies the rise/fall thresholds; returns
     /// the new state when it changed.
     pub fn record_check(&self, report: CheckReport, rise: u32, fall: u32) -> Option<bool> {
+        if self.retired.load(Ordering::Relaxed) {
+            return None;
+        }
         let first = !self.checked.swap(true, Ordering::Relaxed);
         let was_up = self.is_up();
         let now_up = if report.passed {
@@ -258,5 +271,14 @@ mod tests {
         assert!(!health.awaits_first_pass());
         // From then on, rise and fall as for any server.
         assert_eq!(health.record_check(report(false), 2, 3), None);
+    }
+
+    #[test]
+    fn a_retired_server_stays_down() {
+        let health = EndpointHealth::default();
+        health.retire();
+        assert!(!health.is_available(&mut LazyNow::default()));
+        assert_eq!(health.record_check(report(true), 1, 1), None);
+        assert!(!health.is_up());
     }
 }
