@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod error;
 pub mod http1;
 pub mod log_limit;
+pub mod probe;
 pub mod proxy;
 pub mod registry;
 pub mod reload;

@@ -1,9 +1,12 @@
-//! The `usherd` command line (docs/cli.md): `run`, `check`, `bench`, `demo`;
-//! logging; signals; exit codes (0 clean, 1 bad config or arguments, 2 runtime
-//! failure).
+//! The `usherd` command line (docs/cli.md): `run`, `check`, `bench`, `demo`,
+//! `demo-backend`, `probe`; logging; signals; exit codes (0 clean, 1 bad
+//! config or arguments, 2 runtime failure; `probe`: 0 or 1).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -12,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use usherd::config::{self, Config};
 use usherd::reload::Trigger;
-use usherd::{bench, demo, Proxy};
+use usherd::{bench, demo, probe, Proxy};
 
 const DEFAULT_CONFIG: &str = "config/usherd.toml";
 
@@ -55,6 +58,23 @@ enum Command {
         /// Port of the demo's admin API on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+    },
+    /// Serve one demo backend: every request gets its name and address back.
+    DemoBackend {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// The name it answers with [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// GET a URL; exit 0 on a 2xx or 3xx answer, else 1 (a container health check).
+    Probe {
+        /// The http:// URL to GET.
+        url: http::Uri,
+        /// How long the answer may take.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
 }
 
@@ -146,6 +166,11 @@ fn main() -> ExitCode {
             on_runtime(run(config, !no_watch))
         }
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
+        Command::DemoBackend { listen, name } => on_runtime(run_demo_backend(
+            listen,
+            name.unwrap_or_else(demo::host_name),
+        )),
+        Command::Probe { url, timeout } => on_runtime(run_probe(url, timeout)),
         Command::Bench(args) => match bench_options(&args) {
             Ok(options) => on_runtime(run_bench(options, args.virtual_time, args.json, args.svg)),
             Err(message) => {
@@ -462,4 +487,54 @@ async fn run_demo(port: u16, admin_port: u16) -> anyhow::Result<ExitCode> {
     wait_for_shutdown_signal(&proxy).await?;
     proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a demo backend waits for its requests in flight after SIGTERM.
+const DEMO_BACKEND_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+async fn run_demo_backend(listen: SocketAddr, name: String) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tracing::info!(%listen, %name, "demo backend serving");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(demo::serve_backend(
+        listener,
+        Arc::from(name.as_str()),
+        stop.clone(),
+    ));
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    tracing::info!("demo backend stopping: no new connections, finishing requests in flight");
+    stop.cancel();
+    if tokio::time::timeout(DEMO_BACKEND_DRAIN_LIMIT, serving)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "demo backend: requests still in flight after {DEMO_BACKEND_DRAIN_LIMIT:?}; exiting"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_probe(url: http::Uri, timeout: Duration) -> anyhow::Result<ExitCode> {
+    match probe::probe(&url, timeout).await {
+        Ok(status) if status.is_success() || status.is_redirection() => {
+            println!("{url}: {status}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(status) => {
+            eprintln!("error: {url}: {status}");
+            Ok(ExitCode::from(1))
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Discovery by DNS against a real dnsmasq: records followed with the state
 //! of servers that stay, no publish for an identical answer, a resolver
-//! outage that keeps the set, an empty answer held for `empty_after`, TTLs,
+//! outage that keeps the set, an empty answer held for `empty_after`, a new
+//! server that waits for a passing check, TTLs,
 //! SRV weights and priorities, consistent hashing across a change, and
 //! random sets under load with no failed request.
 
@@ -205,6 +206,57 @@ async fn servers_follow_the_records_and_those_that_stay_keep_their_state() {
     let counted = (successes >= 3).then_some(());
     assert!(counted.is_some(), "no lookups were made");
     assert_eq!(proxy.snapshot().generation, generation + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_checks_a_discovered_server_takes_traffic_once_a_check_passes() {
+    // A record for a replica that does not listen yet, as Docker's DNS lists
+    // a container before its process listens.
+    let (_backends, port) = replicas(1).await;
+    let dns = Dnsmasq::start(&records(&[0]), 1, &[]);
+    let checks = "\n[upstreams.api.health_check]\ninterval = \"300ms\"\ntimeout = \"200ms\"";
+    let proxy = support::start_proxy(&config(&dns, port, "round_robin", checks, "")).await;
+    assert!(
+        within(Duration::from_secs(10), || async {
+            get(&support::url(&proxy, "/"), None).await.status == 200
+        })
+        .await
+        .is_some(),
+        "the first server never took traffic: {}",
+        status(&proxy).await
+    );
+
+    dns.set_hosts(&records(&[0, 1]));
+    assert!(within(Duration::from_secs(10), || async {
+        servers_now(&proxy).await == 2
+    })
+    .await
+    .is_some());
+    // With retries = 0, a request sent to the second would fail.
+    assert_eq!(spread(&proxy, 20).await, HashMap::from([("a".into(), 20)]));
+    let waiting = &status(&proxy).await["upstreams"]["api"]["servers"][1];
+    assert_eq!(waiting["healthy"], false, "{waiting}");
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for its first passing health check")),
+        "{waiting}"
+    );
+
+    // It starts listening: one passing check lets it in.
+    let _late = echo_backend_on(&format!("127.0.0.12:{port}"), "b").await;
+    assert!(
+        within(Duration::from_secs(10), || async {
+            get(&support::url(&proxy, "/"), None)
+                .await
+                .header("x-backend")
+                == Some("b")
+        })
+        .await
+        .is_some(),
+        "the second server never took traffic: {}",
+        status(&proxy).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

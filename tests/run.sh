@@ -2,6 +2,8 @@
 # The whole test suite, with what it needs: installs the Debian packages the
 # tests drive (real clients and servers) when they are missing, then runs
 # `cargo test`. Arguments go to cargo test (e.g. `tests/run.sh --test reload`).
+# tests/compose.rs also needs a running Docker, which this script does not
+# install.
 #
 # A first run on a fresh machine installs packages and Python clients (a few
 # minutes) and builds
@@ -16,10 +18,14 @@ declare -A needed=(
   [chromium]=chromium         # the dashboard, in a real browser
   [python3]=python3           # real Python backends (http.server)
   [dnsmasq]=dnsmasq-base      # a real DNS server for discovery
+  [docker-compose]=docker-compose  # the Compose example (tests/compose.rs)
+  [debootstrap]=debootstrap   # its base image, when it cannot be pulled
 )
 missing=()
 for command in "${!needed[@]}"; do
-  command -v "$command" >/dev/null || missing+=("${needed[$command]}")
+  # debootstrap lives in /usr/sbin, which a user's PATH may lack.
+  command -v "$command" >/dev/null || [ -x "/usr/sbin/$command" ] ||
+    missing+=("${needed[$command]}")
 done
 # `python3 -m venv` needs Debian's python3-venv where python3 is Debian's.
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)

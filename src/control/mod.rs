@@ -14,7 +14,7 @@
 //! The data plane (proxy, upstream, balance, routing, http1) never imports
 //! this module: it reads the published snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -221,6 +221,27 @@ impl Control {
     }
 }
 
+/// Retires the servers that left an upstream between two snapshots, so
+/// that requests still holding `previous` do not retry on them (a stopped
+/// container's address costs a connect timeout per try).
+fn retire_departed(previous: &Snapshot, snapshot: &Snapshot) {
+    for upstream in &previous.upstreams {
+        let Some(now) = snapshot.upstream(&upstream.name) else {
+            continue;
+        };
+        let staying: HashSet<*const _> = now
+            .endpoints
+            .iter()
+            .map(|e| Arc::as_ptr(&e.health))
+            .collect();
+        for endpoint in &upstream.endpoints {
+            if !staying.contains(&Arc::as_ptr(&endpoint.health)) {
+                endpoint.health.retire();
+            }
+        }
+    }
+}
+
 impl App {
     /// Publishes a new config: every upstream is rebuilt (servers that stay
     /// keep their state), sources follow the new discovery settings, and
@@ -246,7 +267,8 @@ impl App {
         .await
         .expect("building a snapshot does not panic");
         let snapshot = Arc::new(snapshot);
-        self.snapshots.store(Arc::clone(&snapshot));
+        let previous = self.snapshots.swap(Arc::clone(&snapshot));
+        retire_departed(&previous, &snapshot);
         control.sync_health_checks(&snapshot, None);
         self.record_publish(generation, trigger, changes);
         generation
@@ -267,6 +289,7 @@ impl App {
         let snapshot =
             Arc::new(previous.with_upstreams_rebuilt(generation, changed, &control.runtime));
         self.snapshots.store(Arc::clone(&snapshot));
+        retire_departed(&previous, &snapshot);
         control.sync_health_checks(&snapshot, Some(changed));
         tracing::info!(
             generation,

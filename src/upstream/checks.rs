@@ -90,10 +90,15 @@ async fn run(upstream: Arc<str>, targets: Vec<Target>, requests: CheckRequests) 
     let requests = Arc::new(requests);
     let check = &requests.check;
     let start = Instant::now();
-    // Earliest next check first; the first round is spread over one interval.
+    // Earliest next check first; the first round is spread over one
+    // interval, but servers waiting for a first pass are checked at once.
     let mut schedule: BinaryHeap<Reverse<(Instant, usize)>> = (0..targets.len())
         .map(|index| {
-            let at = start + check.interval.mul_f64(fastrand::f64());
+            let at = if targets[index].health.awaits_first_pass() {
+                start
+            } else {
+                start + check.interval.mul_f64(fastrand::f64())
+            };
             Reverse((on_tick(start, at), index))
         })
         .collect();

@@ -8,6 +8,11 @@
 //! (as HAProxy does), so a start or a reload never waits for a first check;
 //! the first check decides alone (one failure marks it down, one pass keeps it
 //! up); after that `rise` passes or `fall` failures in a row are needed.
+//!
+//! A server that discovery adds is the exception: it takes no traffic until
+//! a check passes (one pass is enough, as for Envoy's hosts from EDS), and
+//! its first check is made at once. A name is often listed before its server
+//! listens: Docker's DNS lists a container as it joins the network.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -52,6 +57,10 @@ pub struct EndpointHealth {
     /// The active checks allow traffic (true when there are no checks).
     up: AtomicBool,
     checked: AtomicBool,
+    /// Added by discovery and not passed a check yet: down until one passes.
+    awaiting_first_pass: AtomicBool,
+    /// Gone from its upstream: down for good, whatever a late check says.
+    retired: AtomicBool,
     passes: AtomicU32,
     failures: AtomicU32,
     last_check: Mutex<Option<CheckReport>>,
@@ -73,6 +82,8 @@ impl Default for EndpointHealth {
         EndpointHealth {
             up: AtomicBool::new(true),
             checked: AtomicBool::new(false),
+            awaiting_first_pass: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             passes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             last_check: Mutex::new(None),
@@ -94,6 +105,25 @@ impl EndpointHealth {
         self.up.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && !self.is_ejected(now)
+    }
+
+    /// For a server discovery has just added to an upstream with checks: no
+    /// traffic until a check passes.
+    pub fn await_first_pass(&self) {
+        self.awaiting_first_pass.store(true, Ordering::Relaxed);
+        self.up.store(false, Ordering::Relaxed);
+    }
+
+    /// No check has passed yet on a server that waits for one.
+    pub fn awaits_first_pass(&self) -> bool {
+        self.awaiting_first_pass.load(Ordering::Relaxed)
+    }
+
+    /// For a server that left its upstream (discovery or a reload): requests
+    /// that still hold an older snapshot no longer retry on it.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.up.store(false, Ordering::Relaxed);
     }
 
     /// Drained (true) or enabled again (false) by the admin API.
@@ -133,6 +163,14 @@ impl EndpointHealth {
         if self.is_draining() {
             return Some("draining (admin API)".into());
         }
+        if self.awaits_first_pass() {
+            let detail = self
+                .last_check()
+                .map_or_else(|| "none made yet".into(), |c| c.detail);
+            return Some(format!(
+                "waiting for its first passing health check (last: {detail})"
+            ));
+        }
         if !self.is_up() {
             let detail = self.last_check().map_or_else(String::new, |c| c.detail);
             return Some(format!("failing health checks ({detail})"));
@@ -151,6 +189,7 @@ impl EndpointHealth {
     pub fn forget_checks(&self) {
         self.up.store(true, Ordering::Relaxed);
         self.checked.store(false, Ordering::Relaxed);
+        self.awaiting_first_pass.store(false, Ordering::Relaxed);
         self.passes.store(0, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
     }
@@ -158,12 +197,16 @@ impl EndpointHealth {
     /// Records an active check and applies the rise/fall thresholds; returns
     /// the new state when it changed.
     pub fn record_check(&self, report: CheckReport, rise: u32, fall: u32) -> Option<bool> {
+        if self.retired.load(Ordering::Relaxed) {
+            return None;
+        }
         let first = !self.checked.swap(true, Ordering::Relaxed);
         let was_up = self.is_up();
         let now_up = if report.passed {
             self.failures.store(0, Ordering::Relaxed);
             let passes = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
-            was_up || first || passes >= rise
+            let first_pass = self.awaiting_first_pass.swap(false, Ordering::Relaxed);
+            was_up || first || first_pass || passes >= rise
         } else {
             self.passes.store(0, Ordering::Relaxed);
             let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -210,5 +253,32 @@ mod tests {
         let health = EndpointHealth::default();
         assert_eq!(health.record_check(report(true), 2, 3), None);
         assert!(health.is_up());
+    }
+
+    #[test]
+    fn a_discovered_server_waits_for_one_pass() {
+        let health = EndpointHealth::default();
+        health.await_first_pass();
+        assert!(!health.is_available(&mut LazyNow::default()));
+        assert!(health
+            .reason_unavailable()
+            .unwrap()
+            .contains("none made yet"));
+        assert_eq!(health.record_check(report(false), 2, 3), None);
+        assert_eq!(health.record_check(report(false), 2, 3), None);
+        assert!(health.awaits_first_pass());
+        assert_eq!(health.record_check(report(true), 2, 3), Some(true));
+        assert!(!health.awaits_first_pass());
+        // From then on, rise and fall as for any server.
+        assert_eq!(health.record_check(report(false), 2, 3), None);
+    }
+
+    #[test]
+    fn a_retired_server_stays_down() {
+        let health = EndpointHealth::default();
+        health.retire();
+        assert!(!health.is_available(&mut LazyNow::default()));
+        assert_eq!(health.record_check(report(true), 1, 1), None);
+        assert!(!health.is_up());
     }
 }

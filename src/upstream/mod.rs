@@ -178,6 +178,8 @@ impl Upstream {
                 );
                 if config.health_check.is_none() {
                     endpoint.health.forget_checks();
+                } else if before.is_none() && chosen.discovered {
+                    endpoint.health.await_first_pass();
                 }
                 Arc::new(endpoint)
             })
