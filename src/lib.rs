@@ -14,6 +14,7 @@ pub mod bench;
 pub mod config;
 mod control;
 pub mod demo;
+pub mod demo_registration;
 pub mod discovery;
 pub mod error;
 pub mod http1;

@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use usherd::config::{self, Config};
+use usherd::demo_registration::Registration;
 use usherd::reload::Trigger;
 use usherd::{bench, demo, probe, Proxy};
 
@@ -67,6 +68,20 @@ enum Command {
         /// The name it answers with [default: the host name].
         #[arg(long)]
         name: Option<String>,
+        /// Register with this Consul-compatible registry (e.g.
+        /// http://usherd:8500): a TTL check passed every few seconds,
+        /// deregistered on SIGTERM.
+        #[arg(long)]
+        register: Option<String>,
+        /// The token to register with (sent as X-Consul-Token).
+        #[arg(long, requires = "register")]
+        token: Option<String>,
+        /// The service name to register under.
+        #[arg(long, default_value = "api", requires = "register")]
+        service: String,
+        /// The address to register [default: the one the registry sees].
+        #[arg(long, requires = "register")]
+        advertise: Option<String>,
     },
     /// GET a URL; exit 0 on a 2xx or 3xx answer, else 1 (a container health check).
     Probe {
@@ -166,10 +181,25 @@ fn main() -> ExitCode {
             on_runtime(run(config, !no_watch))
         }
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
-        Command::DemoBackend { listen, name } => on_runtime(run_demo_backend(
+        Command::DemoBackend {
             listen,
-            name.unwrap_or_else(demo::host_name),
-        )),
+            name,
+            register,
+            token,
+            service,
+            advertise,
+        } => {
+            let name = name.unwrap_or_else(demo::host_name);
+            let registration = register.map(|registry| Registration {
+                registry,
+                token,
+                service,
+                id: name.clone(),
+                port: listen.port(),
+                address: advertise,
+            });
+            on_runtime(run_demo_backend(listen, name, registration))
+        }
         Command::Probe { url, timeout } => on_runtime(run_probe(url, timeout)),
         Command::Bench(args) => match bench_options(&args) {
             Ok(options) => on_runtime(run_bench(options, args.virtual_time, args.json, args.svg)),
@@ -492,7 +522,11 @@ async fn run_demo(port: u16, admin_port: u16) -> anyhow::Result<ExitCode> {
 /// How long a demo backend waits for its requests in flight after SIGTERM.
 const DEMO_BACKEND_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-async fn run_demo_backend(listen: SocketAddr, name: String) -> anyhow::Result<ExitCode> {
+async fn run_demo_backend(
+    listen: SocketAddr,
+    name: String,
+    registration: Option<Registration>,
+) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -505,9 +539,18 @@ async fn run_demo_backend(listen: SocketAddr, name: String) -> anyhow::Result<Ex
         Arc::from(name.as_str()),
         stop.clone(),
     ));
+    let registered = registration.map(|registration| {
+        let leave = tokio_util::sync::CancellationToken::new();
+        (tokio::spawn(registration.keep(leave.clone())), leave)
+    });
     tokio::select! {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
+    }
+    // Leave the registry first, so no new request is routed here.
+    if let Some((task, leave)) = registered {
+        leave.cancel();
+        task.await.ok();
     }
     tracing::info!("demo backend stopping: no new connections, finishing requests in flight");
     stop.cancel();

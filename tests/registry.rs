@@ -590,3 +590,45 @@ async fn registrations_survive_a_restart_and_a_sigkill_mid_churn() {
         .any(|line| line.contains("cannot be read"));
     assert!(!broken, "the state file was broken by the kill");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_backend_registers_itself_and_leaves_on_sigterm() {
+    let proxy = support::start_proxy(&config("")).await;
+    let admin = proxy.admin_addr().unwrap();
+    let port = support::closed_port().await.port();
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_usherd"))
+        .args(["demo-backend", "--name", "self-registered", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--register")
+        .arg(format!("http://{admin}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let routed = within(Duration::from_secs(10), || async {
+        routed_to(&proxy).await.as_deref() == Some("self-registered")
+    })
+    .await;
+    let pid = backend.id().to_string();
+    if routed.is_none() {
+        backend.kill().ok();
+        backend.wait().ok();
+        panic!("the demo backend was not routed to after registering");
+    }
+    let checks = call(admin, Method::GET, "/v1/agent/checks", "", None)
+        .await
+        .json();
+    assert_eq!(
+        checks["service:self-registered"]["Status"], "passing",
+        "{checks}"
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let left = within(Duration::from_secs(10), || async { servers(&proxy) == 0 }).await;
+    let status = backend.wait().unwrap();
+    assert!(left.is_some(), "still registered after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
