@@ -28,6 +28,11 @@ const MAX_ROUNDS: usize = 100;
 /// Deserializes `text`, or returns every shape error found (a TOML syntax error
 /// is one error: nothing after it can be known).
 pub(super) fn deserialize(text: &str) -> Result<FileConfig, Vec<ShapeError>> {
+    // A file with the right shape (the usual case, and every reload of a big
+    // config) is read once, straight; only a wrong one goes through the rounds.
+    if let Ok(config) = toml::from_str::<FileConfig>(text) {
+        return Ok(config);
+    }
     let document = DeTable::parse(text).map_err(|error| {
         vec![ShapeError {
             span: error.span().unwrap_or(0..0),
