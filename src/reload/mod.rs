@@ -136,13 +136,22 @@ impl App {
                 return Err(ReloadError::Bind(error));
             }
         };
-        let changes = diff::describe(&self.snapshots.load().config, &config);
+        let config = Arc::new(config);
+        // Off the request threads: describing thousands of changed upstreams
+        // takes milliseconds.
+        let (before, after) = (
+            Arc::clone(&self.snapshots.load().config),
+            Arc::clone(&config),
+        );
+        let changes = tokio::task::spawn_blocking(move || diff::describe(&before, &after))
+            .await
+            .expect("describing the changes does not panic");
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
         let max_connections = config.global.max_connections;
         let generation = self
-            .publish_config(&mut control, Arc::new(config), trigger, changes.clone())
+            .publish_config(&mut control, config, trigger, changes.clone())
             .await;
         self.switch_listeners(&mut control, listeners, admin);
         self.resize_connection_slots(&mut control, max_connections);
