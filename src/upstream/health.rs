@@ -102,6 +102,12 @@ impl EndpointHealth {
     /// The hot path.
     #[inline]
     pub fn is_available(&self, now: &mut LazyNow) -> bool {
+        !self.retired.load(Ordering::Relaxed) && self.is_available_if_retired(now)
+    }
+
+    /// Available but for having left its upstream: what a request holding an
+    /// older snapshot falls back on when no server of that snapshot stayed.
+    pub fn is_available_if_retired(&self, now: &mut LazyNow) -> bool {
         self.up.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && !self.is_ejected(now)
@@ -123,7 +129,6 @@ impl EndpointHealth {
     /// that still hold an older snapshot no longer retry on it.
     pub fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
-        self.up.store(false, Ordering::Relaxed);
     }
 
     /// Drained (true) or enabled again (false) by the admin API.
@@ -148,7 +153,7 @@ impl EndpointHealth {
 
     /// Up by the active checks.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.up.load(Ordering::Relaxed) && !self.retired.load(Ordering::Relaxed)
     }
 
     pub fn last_check(&self) -> Option<CheckReport> {
@@ -278,6 +283,7 @@ mod tests {
         let health = EndpointHealth::default();
         health.retire();
         assert!(!health.is_available(&mut LazyNow::default()));
+        assert!(health.is_available_if_retired(&mut LazyNow::default()));
         assert_eq!(health.record_check(report(true), 1, 1), None);
         assert!(!health.is_up());
     }

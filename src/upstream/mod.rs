@@ -228,10 +228,23 @@ impl Upstream {
     /// connection limit) and that `tried` does not name (retries go to a
     /// different server).
     /// `key` is the hash of the request's key, for `consistent_hash`.
+    ///
+    /// Servers that have since left the upstream (a request holding an older
+    /// snapshot) are taken only when none that stayed is available, and never
+    /// for a retry: a request must not fail for starting just before a change.
     pub fn pick(&self, key: Option<u64>, tried: &[usize]) -> Option<usize> {
         let mut now = LazyNow::default();
-        self.balancer.pick(key, self, |index| {
+        let picked = self.balancer.pick(key, self, |index| {
             !tried.contains(&index) && self.is_available(index, &mut now)
+        });
+        if picked.is_some() || !tried.is_empty() {
+            return picked;
+        }
+        self.balancer.pick(key, self, |index| {
+            self.endpoints[index]
+                .health
+                .is_available_if_retired(&mut now)
+                && self.under_limit(index)
         })
     }
 
@@ -277,11 +290,13 @@ impl Upstream {
 
     #[inline]
     fn is_available(&self, index: usize, now: &mut LazyNow) -> bool {
-        let endpoint = &self.endpoints[index];
-        endpoint.health.is_available(now)
-            && self
-                .max_connections_per_server
-                .is_none_or(|limit| endpoint.stats.in_flight() < u64::from(limit))
+        self.endpoints[index].health.is_available(now) && self.under_limit(index)
+    }
+
+    #[inline]
+    fn under_limit(&self, index: usize) -> bool {
+        self.max_connections_per_server
+            .is_none_or(|limit| self.endpoints[index].stats.in_flight() < u64::from(limit))
     }
 }
 
