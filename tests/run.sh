@@ -2,8 +2,8 @@
 # The whole test suite, with what it needs: installs the Debian packages the
 # tests drive (real clients and servers) when they are missing, then runs
 # `cargo test`. Arguments go to cargo test (e.g. `tests/run.sh --test reload`).
-# tests/compose.rs also needs a running Docker, which this script does not
-# install.
+# tests/compose.rs and tests/compose_registry.rs also need a running Docker,
+# which this script does not install.
 #
 # A first run on a fresh machine installs packages and Python clients (a few
 # minutes) and builds

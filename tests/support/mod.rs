@@ -558,6 +558,7 @@ pub fn chromium(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+pub mod compose;
 pub mod dns;
 pub mod tls;
 
