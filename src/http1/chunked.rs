@@ -114,11 +114,13 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::TrailerLine => {
-                    self.state = if input[at] == b'\r' {
-                        State::EndLf
-                    } else {
-                        self.count_trailer()?;
-                        State::InTrailer
+                    self.state = match input[at] {
+                        b'\r' => State::EndLf,
+                        b'\n' => return Err(ChunkError("bare LF in a trailer")),
+                        _ => {
+                            self.count_trailer()?;
+                            State::InTrailer
+                        }
                     };
                     at += 1;
                 }
@@ -318,6 +320,27 @@ mod tests {
         }
         let long = format!("1;{}\r\n", "e".repeat(MAX_SIZE_LINE));
         assert!(decode(long.as_bytes(), 100).is_err());
+    }
+
+    /// Found by fuzzing (tests/fuzz, target `chunked`): a bare LF opening a
+    /// trailer line was taken as part of it, so `0\r\n\n` did not end the
+    /// body and the request after it was read as a trailer.
+    #[test]
+    fn a_bare_lf_after_the_last_chunk_is_refused() {
+        for bad in [
+            &b"0\r\n\n"[..],
+            b"0\r\n\nX: 1\r\n\r\n",
+            b"3\r\nabc\r\n0\r\n\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\nX: 1\r\n\nY: 2\r\n\r\n",
+        ] {
+            for piece in [1, 100] {
+                assert!(
+                    decode(bad, piece).is_err(),
+                    "{}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
     }
 
     #[test]

@@ -178,9 +178,10 @@ pub fn response_framing(
     let body = match transfer_codings(headers, buf) {
         _ if no_body => BodyLength::Empty,
         Some((chunked, _)) => {
-            // Both framings: Transfer-Encoding wins, and the connection is
-            // not to be trusted with another message (RFC 9112 §6.1).
-            if length != Ok(None) {
+            // Both framings, or a Transfer-Encoding in HTTP/1.0: it wins, and
+            // the connection is not to be trusted with another message (RFC
+            // 9112 §6.1).
+            if length != Ok(None) || head.minor_version == 0 {
                 keep_alive = false;
             }
             if chunked {
@@ -328,6 +329,24 @@ mod tests {
         assert!(response("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", false).is_err());
         let old = response("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
         assert!(!old.keep_alive);
+    }
+
+    /// Found by fuzzing (tests/fuzz, target `differential`): RFC 9112 §6.1
+    /// has an HTTP/1.0 message with a Transfer-Encoding close its
+    /// connection, even one that asks for keep-alive.
+    #[test]
+    fn an_http10_response_with_a_transfer_encoding_closes() {
+        let text =
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            response(text, false).unwrap(),
+            ResponseFraming {
+                body: BodyLength::Chunked,
+                keep_alive: false
+            }
+        );
+        let sized = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+        assert!(response(sized, false).unwrap().keep_alive);
     }
 
     /// Valid heads with random bytes changed, inserted or cut: parsing and

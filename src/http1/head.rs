@@ -305,7 +305,11 @@ impl ResponseHead {
             return Err(HeadError::Malformed("status line"));
         };
         self.status = code;
-        self.reason = Span::within(buf, response.reason.unwrap_or("").as_bytes());
+        // httparse gives a reason it did not find as a `""` outside `buf`.
+        self.reason = match response.reason {
+            Some(reason) if !reason.is_empty() => Span::within(buf, reason.as_bytes()),
+            _ => Span::default(),
+        };
         self.minor_version = version;
         self.headers.fill(buf, response.headers);
         self.len = len;
@@ -392,5 +396,20 @@ mod tests {
         assert_eq!(head.reason.of(buf), b"Not Found");
         assert_eq!(head.minor_version, 0);
         assert_eq!(head.len, buf.len());
+    }
+
+    /// Found by fuzzing (tests/fuzz, target `head`): a status line without
+    /// a reason phrase gave a span outside the buffer.
+    #[test]
+    fn a_response_without_a_reason_phrase_has_an_empty_one() {
+        for buf in [
+            &b"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 \r\n\r\n",
+            b"HTTP/1.1 204\n\n",
+        ] {
+            let mut head = ResponseHead::default();
+            assert!(head.parse(buf).unwrap());
+            assert_eq!(head.reason.of(buf), b"");
+        }
     }
 }
