@@ -39,29 +39,51 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// A PUT; sent once more if the pooled connection it went on was closed
+/// under it (hyper's client does not resend a PUT by itself).
 async fn put(client: &HttpClient, url: String, body: String) {
-    let request = Request::builder()
-        .method(Method::PUT)
-        .uri(url)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    response.into_body().collect().await.unwrap();
+    for attempt in 0..2 {
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(&url)
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        match client.request(request).await {
+            Ok(response) => {
+                assert!(response.status().is_success(), "{}", response.status());
+                response.into_body().collect().await.unwrap();
+                return;
+            }
+            Err(error) if attempt == 0 => eprintln!("resending after: {error}"),
+            Err(error) => panic!("{url}: {error}"),
+        }
+    }
 }
 
-/// Passes (or fails) the check of each instance in `ids` once, spread over `over`.
+/// Services reporting at once, each on a connection of its own.
+const REPORTERS: usize = 8;
+
+/// Passes (or fails) the check of each instance in `ids` once, spread over
+/// `over`, from `REPORTERS` connections.
 async fn pass_round(client: &HttpClient, admin: &str, ids: &[usize], over: Duration, verb: &str) {
-    let gap = over / ids.len().max(1) as u32;
     let start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (n, id) in ids.iter().enumerate() {
-        tokio::time::sleep_until(start + gap * n as u32).await;
-        let (client, url) = (
-            client.clone(),
-            format!("http://{admin}/v1/agent/check/{verb}/service:api-{id}"),
-        );
-        tasks.spawn(async move { put(&client, url, String::new()).await });
+    for reporter in 0..REPORTERS {
+        let mine: Vec<usize> = ids
+            .iter()
+            .copied()
+            .skip(reporter)
+            .step_by(REPORTERS)
+            .collect();
+        let gap = over / mine.len().max(1) as u32;
+        let (client, admin, verb) = (client.clone(), admin.to_string(), verb.to_string());
+        tasks.spawn(async move {
+            for (n, id) in mine.iter().enumerate() {
+                tokio::time::sleep_until(start + gap * n as u32).await;
+                let url = format!("http://{admin}/v1/agent/check/{verb}/service:api-{id}");
+                put(&client, url, String::new()).await;
+            }
+        });
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -105,16 +127,16 @@ service = "api"
         .unwrap();
     let pid = child.id();
     let mut admin = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
         if event["kind"] == "admin API" {
             admin = event["addr"].as_str().unwrap().to_string();
             break;
         }
     }
+    // Its log goes on being read, so a full pipe never stops it.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
     assert!(!admin.is_empty(), "usherd did not start");
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
 
