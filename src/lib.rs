@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod registry;
 pub mod reload;
 pub mod routing;
+mod secret;
 pub mod server;
 pub mod snapshot;
 pub mod stats;

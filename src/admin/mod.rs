@@ -34,6 +34,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
 use crate::reload::Trigger;
+use crate::secret::same_secret;
 use crate::server::{ClientIo, ConnState};
 use crate::stats::{StatusClasses, LATENCY_BOUNDS};
 use crate::upstream::LazyNow;
@@ -454,17 +455,6 @@ fn sent_by_a_program(request: &Request<Incoming>) -> bool {
         .and_then(|value| value.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
     marked || json
-}
-
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guessed token was right.
-pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

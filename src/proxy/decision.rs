@@ -54,5 +54,5 @@ pub fn wants_decision(asked: Option<&[u8]>, snapshot: &Snapshot) -> bool {
         .admin
         .as_ref()
         .and_then(|admin| admin.token.as_deref());
-    token.is_some_and(|token| crate::admin::same_secret(asked, token.as_bytes()))
+    token.is_some_and(|token| crate::secret::same_secret(asked, token.as_bytes()))
 }

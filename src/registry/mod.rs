@@ -360,6 +360,6 @@ pub fn join_host_port(host: &str, port: u16) -> String {
 /// Constant-time comparison of a presented token with each of `tokens`.
 pub fn token_in(given: &str, tokens: &[String]) -> bool {
     tokens.iter().fold(false, |found, token| {
-        found | crate::admin::same_secret(given.as_bytes(), token.as_bytes())
+        found | crate::secret::same_secret(given.as_bytes(), token.as_bytes())
     })
 }
