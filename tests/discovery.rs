@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::dns::Dnsmasq;
-use support::{echo_backend_on, get, Backend};
+use support::{echo_backend_on, get, within, Backend};
 
 /// Three replicas on 127.0.0.11-13, the same port on each, as containers.
 async fn replicas(count: u8) -> (Vec<Backend>, u16) {
@@ -101,22 +101,6 @@ async fn requests_by_server(proxy: &usherd::Proxy) -> HashMap<String, u64> {
             )
         })
         .collect()
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes; how long it took.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 async fn servers_now(proxy: &usherd::Proxy) -> usize {

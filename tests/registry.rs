@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::{json, Value};
-use support::{echo_backend, get, send, Backend, Reply};
+use support::{echo_backend, get, send, within, Backend, Reply};
 
 /// The Python of the venv tests/run.sh made for `client`.
 fn python(client: &str) -> PathBuf {
@@ -30,12 +30,15 @@ fn python(client: &str) -> PathBuf {
     path
 }
 
-/// Runs `script` with `client`'s Python; `ADMIN` is the admin listener's
+/// What every script starts with: `c`, a client of the registry on `ADMIN`.
+const CONNECT: &str = "import os, consul\nc = consul.Consul(host=os.environ['ADMIN_HOST'], port=int(os.environ['ADMIN_PORT']))\n";
+
+/// Runs `script` with `client`'s Python, `c` connected (`CONNECT`); `ADMIN` is the admin listener's
 /// `host:port`. Returns stdout; panics with stderr on failure.
 fn run_python(client: &str, admin: std::net::SocketAddr, script: &str) -> String {
     let output = Command::new(python(client))
         .arg("-c")
-        .arg(script)
+        .arg(format!("{CONNECT}{script}"))
         .env("ADMIN_HOST", admin.ip().to_string())
         .env("ADMIN_PORT", admin.port().to_string())
         .output()
@@ -68,22 +71,6 @@ source = "registry"
 service = "api"
 "#
     )
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 async fn routed_to(proxy: &usherd::Proxy) -> Option<String> {
@@ -130,8 +117,6 @@ async fn py_consul_registers_passes_and_deregisters() {
         admin,
         &format!(
             r#"
-import os, consul
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
 c.agent.service.register("api", service_id="api-1", address="127.0.0.1", port={port}, tags=["v1"],
                          check=consul.Check.ttl("2s"))
 "#,
@@ -147,8 +132,6 @@ c.agent.service.register("api", service_id="api-1", address="127.0.0.1", port={p
         "py-consul",
         admin,
         r#"
-import os, consul
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
 c.agent.check.ttl_pass("service:api-1")
 "#,
     );
@@ -175,8 +158,6 @@ c.agent.check.ttl_pass("service:api-1")
         admin,
         &format!(
             r#"
-import os, consul
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
 c.agent.service.register("api", service_id="api-2", address="127.0.0.1", port={port},
                          check=consul.Check.http("http://127.0.0.1:{port}/healthz", interval="1s"))
 "#,
@@ -195,8 +176,7 @@ c.agent.service.register("api", service_id="api-2", address="127.0.0.1", port={p
         "py-consul",
         admin,
         r#"
-import os, consul, json
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
+import json
 index, nodes = c.health.service("api", passing=True)
 print(json.dumps([n["Service"]["ID"] for n in nodes]))
 "#,
@@ -206,8 +186,6 @@ print(json.dumps([n["Service"]["ID"] for n in nodes]))
         "py-consul",
         admin,
         r#"
-import os, consul
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
 c.agent.service.deregister("api-2")
 "#,
     );
@@ -231,8 +209,7 @@ async fn a_blocking_query_wakes_on_a_change_and_not_on_a_pass_that_changes_nothi
         admin,
         &format!(
             r#"
-import os, consul, threading, time, json
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
+import threading, time, json
 c.agent.service.register("api", service_id="api-1", address="127.0.0.1", port={port},
                          check=consul.Check.ttl("30s"))
 c.agent.check.ttl_pass("service:api-1")
@@ -270,8 +247,6 @@ async fn python_consul2_registers_passes_and_deregisters() {
         admin,
         &format!(
             r#"
-import os, consul
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
 c.agent.service.register("api", service_id="api-7", address="127.0.0.1", port={port},
                          check=consul.Check.ttl("10s"))
 c.agent.check.ttl_pass("service:api-7")
@@ -288,8 +263,6 @@ c.agent.check.ttl_pass("service:api-7")
         "python-consul2",
         admin,
         r#"
-import os, consul
-c = consul.Consul(host=os.environ["ADMIN_HOST"], port=int(os.environ["ADMIN_PORT"]))
 c.agent.service.deregister("api-7")
 "#,
     );

@@ -108,6 +108,23 @@ pub async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool)
     }
 }
 
+/// Polls `check` every 20 ms until it holds or `limit` passes; how long it
+/// took, or `None`.
+pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// A loopback backend that speaks raw bytes: `handler` gets each accepted
 /// connection, and the request counter to add to.
 pub async fn raw_backend<F, Fut>(handler: F) -> Backend
