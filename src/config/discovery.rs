@@ -175,18 +175,14 @@ impl Checker<'_> {
         if source == "registry" || source == "consul" {
             return self.catalog_source(section, refresh, timeout, empty_after, max_stale);
         }
-        for (key, span) in [
-            ("service", body.service.as_ref().map(Spanned::span)),
-            ("tag", body.tag.as_ref().map(Spanned::span)),
-            ("passing", body.passing.as_ref().map(Spanned::span)),
-        ] {
-            if let Some(span) = span {
-                self.error(
-                    span,
-                    format!("`{key}` applies only to sources registry and consul"),
-                );
-            }
-        }
+        self.refuse(
+            [
+                ("service", body.service.as_ref().map(Spanned::span)),
+                ("tag", body.tag.as_ref().map(Spanned::span)),
+                ("passing", body.passing.as_ref().map(Spanned::span)),
+            ],
+            "applies only to sources registry and consul",
+        );
         self.refuse_consul_keys(body);
         let name = match &body.name {
             Some(name) => {
@@ -216,18 +212,14 @@ impl Checker<'_> {
                 resolver,
             },
             "srv" => {
-                for (key, present) in [
-                    ("port", body.port.as_ref().map(Spanned::span)),
-                    ("family", body.family.as_ref().map(Spanned::span)),
-                    ("weight", body.weight.as_ref().map(Spanned::span)),
-                ] {
-                    if let Some(span) = present {
-                        self.error(
-                            span,
-                            format!("`{key}` does not apply to source srv: SRV records give ports and weights"),
-                        );
-                    }
-                }
+                self.refuse(
+                    [
+                        ("port", body.port.as_ref().map(Spanned::span)),
+                        ("family", body.family.as_ref().map(Spanned::span)),
+                        ("weight", body.weight.as_ref().map(Spanned::span)),
+                    ],
+                    "does not apply to source srv: SRV records give ports and weights",
+                );
                 DiscoverySource::Srv { name, resolver }
             }
             other => {
@@ -260,21 +252,20 @@ impl Checker<'_> {
     ) -> Option<Discovery> {
         let body = section.get_ref();
         let kind = body.source.get_ref().as_str();
-        for (key, span) in [
-            ("name", body.name.as_ref().map(Spanned::span)),
-            ("port", body.port.as_ref().map(Spanned::span)),
-            ("family", body.family.as_ref().map(Spanned::span)),
-            ("weight", body.weight.as_ref().map(Spanned::span)),
-            ("resolvers", body.resolvers.as_ref().map(Spanned::span)),
-            ("respect_ttl", body.respect_ttl.as_ref().map(Spanned::span)),
-        ] {
-            if let Some(span) = span {
-                self.error(
-                    span,
-                    format!("`{key}` does not apply to source {kind}: instances register their address, port and weights"),
-                );
-            }
-        }
+        let why = format!(
+            "does not apply to source {kind}: instances register their address, port and weights"
+        );
+        self.refuse(
+            [
+                ("name", body.name.as_ref().map(Spanned::span)),
+                ("port", body.port.as_ref().map(Spanned::span)),
+                ("family", body.family.as_ref().map(Spanned::span)),
+                ("weight", body.weight.as_ref().map(Spanned::span)),
+                ("resolvers", body.resolvers.as_ref().map(Spanned::span)),
+                ("respect_ttl", body.respect_ttl.as_ref().map(Spanned::span)),
+            ],
+            &why,
+        );
         let service = match &body.service {
             Some(service) if !service.get_ref().trim().is_empty() => service.get_ref().clone(),
             Some(service) => {
@@ -325,20 +316,32 @@ impl Checker<'_> {
         })
     }
 
-    /// The keys only a `consul` source takes, refused for the others.
-    fn refuse_consul_keys(&mut self, body: &DiscoverySection) {
-        for (key, span) in [
-            ("address", body.address.as_ref().map(Spanned::span)),
-            ("datacenter", body.datacenter.as_ref().map(Spanned::span)),
-            ("token", body.token.as_ref().map(Spanned::span)),
-            ("token_file", body.token_file.as_ref().map(Spanned::span)),
-            ("wait", body.wait.as_ref().map(Spanned::span)),
-            ("stale", body.stale.as_ref().map(Spanned::span)),
-        ] {
+    /// An error for each key of `keys` that is present: `` `key` why``.
+    fn refuse<'k>(
+        &mut self,
+        keys: impl IntoIterator<Item = (&'k str, Option<std::ops::Range<usize>>)>,
+        why: &str,
+    ) {
+        for (key, span) in keys {
             if let Some(span) = span {
-                self.error(span, format!("`{key}` applies only to source consul"));
+                self.error(span, format!("`{key}` {why}"));
             }
         }
+    }
+
+    /// The keys only a `consul` source takes, refused for the others.
+    fn refuse_consul_keys(&mut self, body: &DiscoverySection) {
+        self.refuse(
+            [
+                ("address", body.address.as_ref().map(Spanned::span)),
+                ("datacenter", body.datacenter.as_ref().map(Spanned::span)),
+                ("token", body.token.as_ref().map(Spanned::span)),
+                ("token_file", body.token_file.as_ref().map(Spanned::span)),
+                ("wait", body.wait.as_ref().map(Spanned::span)),
+                ("stale", body.stale.as_ref().map(Spanned::span)),
+            ],
+            "applies only to source consul",
+        );
     }
 
     /// `address`: `http://host:port` or `https://host:port`, kept without a
