@@ -278,8 +278,9 @@ impl Catalog {
     }
 
     /// TTL checks whose report expired turn critical; instances critical
-    /// past their `deregister_after` go. Returns whether anything changed.
-    pub fn expire(&mut self, now: SystemTime) -> bool {
+    /// past their `deregister_after` go. Returns whether anything changed,
+    /// and the instances removed.
+    pub fn expire(&mut self, now: SystemTime) -> (bool, Vec<Instance>) {
         let mut expired = Vec::new();
         for instance in self.instances.values() {
             for check in &instance.checks {
@@ -310,11 +311,16 @@ impl Catalog {
             })
             .map(|instance| instance.id.clone())
             .collect();
+        let mut removed = Vec::new();
         for id in reaped {
             tracing::info!(instance = %id, "registry: deregistered after being critical too long");
-            changed |= self.deregister(&id);
+            if let Some(instance) = self.instances.get(&id).cloned() {
+                self.deregister(&id);
+                removed.push(instance);
+                changed = true;
+            }
         }
-        changed
+        (changed, removed)
     }
 
     fn find_check(&self, check_id: &str) -> Option<(String, usize)> {
@@ -457,12 +463,12 @@ mod tests {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         catalog.register(instance("a", Some(Duration::from_secs(10))));
         catalog.update_check("service:a", Status::Passing, None, start);
-        assert!(!catalog.expire(start + Duration::from_secs(9)));
-        assert!(catalog.expire(start + Duration::from_secs(10)));
+        assert!(!catalog.expire(start + Duration::from_secs(9)).0);
+        assert!(catalog.expire(start + Duration::from_secs(10)).0);
         assert_eq!(catalog.instances["a"].status(), Status::Critical);
         assert_eq!(catalog.instances["a"].checks[0].output, "TTL expired");
-        assert!(!catalog.expire(start + Duration::from_secs(69)));
-        assert!(catalog.expire(start + Duration::from_secs(70)));
+        assert!(!catalog.expire(start + Duration::from_secs(69)).0);
+        assert_eq!(catalog.expire(start + Duration::from_secs(70)).1.len(), 1);
         assert!(catalog.instances.is_empty());
     }
 

@@ -231,12 +231,7 @@ impl Registry {
 
     fn sweep(self: &Arc<Self>, now: SystemTime) {
         let gone: Vec<Instance> = self.write(|catalog| {
-            let before: Vec<Instance> = catalog.instances.values().cloned().collect();
-            let changed = catalog.expire(now);
-            let gone = before
-                .into_iter()
-                .filter(|instance| !catalog.instances.contains_key(&instance.id))
-                .collect();
+            let (changed, gone) = catalog.expire(now);
             (gone, changed)
         });
         for instance in &gone {
