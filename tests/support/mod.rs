@@ -339,7 +339,17 @@ impl Reply {
 
 /// Sends a request and reads the whole response, within 10 s.
 pub async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBody>) -> Reply {
-    tokio::time::timeout(Duration::from_secs(10), async {
+    send_within(client, request, Duration::from_secs(10)).await
+}
+
+/// Sends a request and reads the whole response, within `limit`: for
+/// large bodies, whose time depends on how loaded the machine is.
+pub async fn send_within(
+    client: &Client<HttpConnector, TestBody>,
+    request: Request<TestBody>,
+    limit: Duration,
+) -> Reply {
+    tokio::time::timeout(limit, async {
         let response = client.request(request).await.expect("request sent");
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("body read").to_bytes();
@@ -350,7 +360,7 @@ pub async fn send(client: &Client<HttpConnector, TestBody>, request: Request<Tes
         }
     })
     .await
-    .expect("response within 10 s")
+    .unwrap_or_else(|_| panic!("response within {limit:?}"))
 }
 
 /// GET `url` with an optional Host header.
