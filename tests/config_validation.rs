@@ -609,7 +609,7 @@ fn consul_source_settings_are_checked() {
     assert_error(
         &text,
         line_of(&text, "service ="),
-        "applies only to sources registry and consul",
+        "applies only to sources registry, consul and eureka",
     );
     let text = with("address = \"http://127.0.0.1:8500/\"\nservice = \"api\"");
     let config = parse_config(&text, "ok.toml").unwrap();

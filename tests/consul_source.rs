@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::Request;
-use serde_json::Value;
+use support::follow::{discovery, serving, until_serving, until_state};
 use support::{client, echo_backend, full, get, send, spawn_binary_with, start_proxy, Backend};
 
 const REGISTRY: &str = r#"
@@ -79,64 +79,6 @@ async fn deregister(registry: SocketAddr, id: &str) {
     .unwrap();
     let reply = send(&client(), request).await;
     assert_eq!(reply.status, 200, "deregister {id}: {}", reply.text());
-}
-
-/// B's discovery block for `api` in `/status`.
-async fn discovery(proxy: &usherd::Proxy) -> Value {
-    let reply = get(
-        &format!("http://{}/status", proxy.admin_addr().unwrap()),
-        None,
-    )
-    .await;
-    reply.json()["upstreams"]["api"]["discovery"].clone()
-}
-
-/// The backends that answer B's next `count` requests, sorted, deduplicated.
-async fn serving(proxy: &usherd::Proxy, count: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    for _ in 0..count {
-        let reply = get(&support::url(proxy, "/"), None).await;
-        names.push(match reply.header("x-backend") {
-            Some(name) => name.to_string(),
-            None => format!("status {}", reply.status),
-        });
-    }
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Polls until B is served by exactly `names`; how long that took.
-async fn until_serving(proxy: &usherd::Proxy, names: &[&str], limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let now = serving(proxy, 6).await;
-        if now == names {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "not served by {names:?} within {limit:?}: {now:?}, discovery {}",
-            discovery(proxy).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls until B's source is in `state`.
-async fn until_state(proxy: &usherd::Proxy, state: &str, limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let now = discovery(proxy).await;
-        if now["state"] == state {
-            return now;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "not {state} within {limit:?}: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,28 +7,13 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::{json, Value};
-use support::{echo_backend, get, send, within, Backend, Reply};
-
-/// The Python of the venv tests/run.sh made for `client`.
-fn python(client: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-python")
-        .join(client)
-        .join("bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: run tests/run.sh, which installs the Python clients",
-        path.display()
-    );
-    path
-}
+use support::{echo_backend, get, python, send, within, Backend, Reply};
 
 /// What every script starts with: `c`, a client of the registry on `ADMIN`.
 const CONNECT: &str = "import os, consul\nc = consul.Consul(host=os.environ['ADMIN_HOST'], port=int(os.environ['ADMIN_PORT']))\n";

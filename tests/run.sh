@@ -45,7 +45,7 @@ fi
 
 # Real client libraries written by others, each in a venv of its own under
 # target/ (py-consul and python-consul2 both install a `consul` module).
-python_clients=(py-consul==1.8.0 python-consul2==0.1.5)
+python_clients=(py-consul==1.8.0 python-consul2==0.1.5 py-eureka-client==0.13.3)
 for client in "${python_clients[@]}"; do
   venv="target/test-python/${client%%==*}"
   if [ ! -x "$venv/bin/python" ]; then

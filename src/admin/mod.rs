@@ -116,8 +116,9 @@ async fn route(
             );
         }
     }
-    // The registry's API has tokens of its own.
-    if request.uri().path().starts_with("/v1/") {
+    // The registry's APIs have tokens of their own.
+    let path = request.uri().path();
+    if path.starts_with("/v1/") || path == "/eureka" || path.starts_with("/eureka/") {
         return registry_call(app, request, peer).await;
     }
     // The dashboard page holds no data (a browser cannot send the header to
@@ -163,7 +164,8 @@ async fn route(
     }
 }
 
-/// A call of the registry's Consul-compatible API (`/v1/...`).
+/// A call of the registry's Consul API (`/v1/...`) or Eureka API
+/// (`/eureka/...`, `/eureka/v2/...`).
 async fn registry_call(
     app: &Arc<App>,
     request: Request<Incoming>,
@@ -198,19 +200,25 @@ async fn registry_call(
         .load()
         .admin
         .map_or_else(String::new, |addr| addr.to_string());
-    crate::registry::consul::handle(
-        &registry,
-        crate::registry::consul::ApiRequest {
-            method: &parts.method,
-            path: &parts.uri.path()["/v1".len()..],
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            body,
-            peer: peer.ip(),
-            agent,
-        },
-    )
-    .await
+    let path = parts.uri.path();
+    let api_request = |prefix: &str| crate::registry::ApiRequest {
+        method: &parts.method,
+        path: &path[prefix.len()..],
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body: body.clone(),
+        peer: peer.ip(),
+        agent: agent.clone(),
+    };
+    if path.starts_with("/v1/") {
+        return crate::registry::consul::handle(&registry, api_request("/v1")).await;
+    }
+    let prefix = if path == "/eureka/v2" || path.starts_with("/eureka/v2/") {
+        "/eureka/v2"
+    } else {
+        "/eureka"
+    };
+    crate::registry::eureka::handle(&registry, api_request(prefix)).await
 }
 
 /// The largest request body the admin API reads (a weight is a few bytes).

@@ -92,6 +92,19 @@ pub enum DiscoverySource {
         /// `?stale`: any server may answer, not only the leader.
         stale: bool,
     },
+    /// The `UP` instances of the app `service` in a Eureka server (or
+    /// another usherd's Eureka API), fetched whole once and then by deltas
+    /// from `GET {address}/apps/delta`, as Eureka's own clients do.
+    Eureka {
+        /// The service URL, as in Spring's `defaultZone`:
+        /// `http://host:8761/eureka`, without a trailing slash.
+        address: String,
+        /// The app name, in upper case (Eureka's names are case-insensitive).
+        service: String,
+        /// Sent as the password of `Authorization: Basic` (user `usherd`).
+        #[serde(serialize_with = "serialize::secret")]
+        token: Option<String>,
+    },
 }
 
 impl DiscoverySource {
@@ -113,16 +126,20 @@ impl DiscoverySource {
                 Some(tag) => format!("consul {service} tag {tag} at {address}"),
                 None => format!("consul {service} at {address}"),
             },
+            DiscoverySource::Eureka {
+                address, service, ..
+            } => format!("eureka {service} at {address}"),
         }
     }
 
-    /// `dns`, `srv`, `registry` or `consul`.
+    /// `dns`, `srv`, `registry`, `consul` or `eureka`.
     pub fn kind(&self) -> &'static str {
         match self {
             DiscoverySource::Dns { .. } => "dns",
             DiscoverySource::Srv { .. } => "srv",
             DiscoverySource::Registry { .. } => "registry",
             DiscoverySource::Consul { .. } => "consul",
+            DiscoverySource::Eureka { .. } => "eureka",
         }
     }
 }
@@ -172,7 +189,7 @@ impl Checker<'_> {
             _ => self.duration_or(&body.empty_after, "empty_after", empty_default),
         };
         let max_stale = self.max_stale(&body.max_stale);
-        if source == "registry" || source == "consul" {
+        if matches!(source, "registry" | "consul" | "eureka") {
             return self.catalog_source(section, refresh, timeout, empty_after, max_stale);
         }
         self.refuse(
@@ -181,7 +198,7 @@ impl Checker<'_> {
                 ("tag", body.tag.as_ref().map(Spanned::span)),
                 ("passing", body.passing.as_ref().map(Spanned::span)),
             ],
-            "applies only to sources registry and consul",
+            "applies only to sources registry, consul and eureka",
         );
         self.refuse_consul_keys(body);
         let name = match &body.name {
@@ -225,7 +242,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     body.source.span(),
-                    format!("unknown discovery source `{other}`: use dns, srv, registry or consul"),
+                    format!("unknown discovery source `{other}`: use dns, srv, registry, consul or eureka"),
                 );
                 return None;
             }
@@ -239,9 +256,10 @@ impl Checker<'_> {
         })
     }
 
-    /// `source = "registry"` or `"consul"`: `service` (required), `tag`,
-    /// `passing`; for consul also `address` (required), `datacenter`,
-    /// `token` or `token_file`, `wait` and `stale`.
+    /// `source = "registry"`, `"consul"` or `"eureka"`: `service`
+    /// (required), `tag` and `passing` (not for eureka: `UP` is routed);
+    /// for consul and eureka also `address` (required) and `token` or
+    /// `token_file`; for consul `datacenter`, `wait` and `stale`.
     fn catalog_source(
         &mut self,
         section: &Spanned<DiscoverySection>,
@@ -282,14 +300,30 @@ impl Checker<'_> {
         };
         let tag = body.tag.as_ref().map(|tag| tag.get_ref().clone());
         let passing = body.passing.as_ref().is_none_or(|p| *p.get_ref());
-        let source = if kind == "consul" {
+        let source = if kind == "eureka" {
+            self.refuse(
+                [
+                    ("tag", body.tag.as_ref().map(Spanned::span)),
+                    ("passing", body.passing.as_ref().map(Spanned::span)),
+                    ("datacenter", body.datacenter.as_ref().map(Spanned::span)),
+                    ("wait", body.wait.as_ref().map(Spanned::span)),
+                    ("stale", body.stale.as_ref().map(Spanned::span)),
+                ],
+                "does not apply to source eureka: its instances that are UP are routed",
+            );
+            DiscoverySource::Eureka {
+                address: self.source_address(section, kind),
+                service: service.to_ascii_uppercase(),
+                token: self.source_token(body),
+            }
+        } else if kind == "consul" {
             DiscoverySource::Consul {
-                address: self.consul_address(section),
+                address: self.source_address(section, kind),
                 service,
                 tag,
                 passing,
                 datacenter: self.consul_datacenter(&body.datacenter),
-                token: self.consul_token(body),
+                token: self.source_token(body),
                 wait: self.consul_wait(&body.wait),
                 stale: body.stale.as_ref().is_some_and(|s| *s.get_ref()),
             }
@@ -329,14 +363,20 @@ impl Checker<'_> {
         }
     }
 
-    /// The keys only a `consul` source takes, refused for the others.
+    /// The keys only the remote catalogs (consul, eureka) take, refused for
+    /// the others.
     fn refuse_consul_keys(&mut self, body: &DiscoverySection) {
         self.refuse(
             [
                 ("address", body.address.as_ref().map(Spanned::span)),
-                ("datacenter", body.datacenter.as_ref().map(Spanned::span)),
                 ("token", body.token.as_ref().map(Spanned::span)),
                 ("token_file", body.token_file.as_ref().map(Spanned::span)),
+            ],
+            "applies only to sources consul and eureka",
+        );
+        self.refuse(
+            [
+                ("datacenter", body.datacenter.as_ref().map(Spanned::span)),
                 ("wait", body.wait.as_ref().map(Spanned::span)),
                 ("stale", body.stale.as_ref().map(Spanned::span)),
             ],
@@ -344,17 +384,28 @@ impl Checker<'_> {
         );
     }
 
-    /// `address`: `http://host:port` or `https://host:port`, kept without a
-    /// trailing slash.
-    fn consul_address(&mut self, section: &Spanned<DiscoverySection>) -> String {
+    /// `address`: for consul `http://host:port` or `https://host:port`; for
+    /// eureka the service URL with its path (`http://host:8761/eureka`);
+    /// kept without a trailing slash.
+    fn source_address(&mut self, section: &Spanned<DiscoverySection>, kind: &str) -> String {
         let Some(address) = &section.get_ref().address else {
+            let example = if kind == "eureka" {
+                "the service URL, like \"http://127.0.0.1:8761/eureka\""
+            } else {
+                "the agent's HTTP API, like \"http://127.0.0.1:8500\""
+            };
             self.error(
                 section.span(),
-                "source consul needs `address`, the agent's HTTP API, like \"http://127.0.0.1:8500\"".into(),
+                format!("source {kind} needs `address`, {example}"),
             );
             return String::new();
         };
-        match parse_consul_address(address.get_ref()) {
+        let parsed = if kind == "eureka" {
+            parse_eureka_address(address.get_ref())
+        } else {
+            parse_consul_address(address.get_ref())
+        };
+        match parsed {
             Ok(address) => address,
             Err(message) => {
                 self.error(address.span(), message);
@@ -381,7 +432,7 @@ impl Checker<'_> {
 
     /// `token`, or the first line of `token_file` (relative to the config
     /// file's directory), read now. Messages never quote the token.
-    fn consul_token(&mut self, body: &DiscoverySection) -> Option<String> {
+    fn source_token(&mut self, body: &DiscoverySection) -> Option<String> {
         let (token, span) = match (&body.token, &body.token_file) {
             (None, None) => return None,
             (Some(_), Some(file)) => {
@@ -553,6 +604,36 @@ fn parse_consul_address(text: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{authority}"))
 }
 
+/// A Eureka service URL: `http(s)://host:port/path`, no credentials or
+/// query; kept without a trailing slash.
+fn parse_eureka_address(text: &str) -> Result<String, String> {
+    let refused = || {
+        format!(
+            "address `{text}` is not a Eureka service URL like \"http://127.0.0.1:8761/eureka\""
+        )
+    };
+    let uri: http::Uri = text.parse().map_err(|_| refused())?;
+    let scheme = uri.scheme_str().ok_or_else(refused)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "address `{text}`: the scheme must be http or https"
+        ));
+    }
+    let authority = uri.authority().ok_or_else(refused)?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "address `{text}`: put the password in `token` or `token_file`, not in the URL"
+        ));
+    }
+    if authority.host().is_empty() || uri.query().is_some() {
+        return Err(refused());
+    }
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        uri.path().trim_end_matches('/')
+    ))
+}
+
 /// `10.0.0.2`, `10.0.0.2:5353`, `::1`, `[::1]:5353`; port 53 when none.
 fn parse_resolver(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -624,6 +705,23 @@ mod tests {
         assert!(parse_consul_address("http://127.0.0.1:8500/v1").is_err());
         assert!(parse_consul_address("http://user:pw@127.0.0.1:8500").is_err());
         assert!(parse_consul_address("http://127.0.0.1:8500?dc=a").is_err());
+    }
+
+    #[test]
+    fn eureka_addresses_keep_their_path() {
+        assert_eq!(
+            parse_eureka_address("http://127.0.0.1:8761/eureka/").as_deref(),
+            Ok("http://127.0.0.1:8761/eureka")
+        );
+        assert_eq!(
+            parse_eureka_address("https://eureka.internal/eureka/v2").as_deref(),
+            Ok("https://eureka.internal/eureka/v2")
+        );
+        assert!(parse_eureka_address("http://user:pw@127.0.0.1:8761/eureka")
+            .unwrap_err()
+            .contains("token"));
+        assert!(parse_eureka_address("127.0.0.1:8761").is_err());
+        assert!(parse_eureka_address("http://127.0.0.1:8761/eureka?x=1").is_err());
     }
 
     #[test]

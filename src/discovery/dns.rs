@@ -61,9 +61,9 @@ impl DnsSource {
                 AddressFamily::Any,
                 Query::Srv { name: name.clone() },
             ),
-            DiscoverySource::Registry { .. } | DiscoverySource::Consul { .. } => {
-                return Err("not a DNS source".into())
-            }
+            DiscoverySource::Registry { .. }
+            | DiscoverySource::Consul { .. }
+            | DiscoverySource::Eureka { .. } => return Err("not a DNS source".into()),
         };
         let (config, mut options) = resolver_config(settings)?;
         options.cache_size = 0;

@@ -1,5 +1,6 @@
 //! Discovery: sources that find an upstream's servers at run time: DNS
-//! (`dns.rs`), usherd's own registry, and a Consul agent (`consul.rs`).
+//! (`dns.rs`), usherd's own registry, a Consul agent (`consul.rs`) and a
+//! Eureka server (`eureka.rs`).
 //! Each source is a task that asks again every `refresh` (a registry source
 //! also as soon as the catalog changes; a consul source asks with blocking
 //! queries, which the agent answers when the service changes) and hands every set that differs from the last one to the
@@ -16,6 +17,7 @@
 
 mod consul;
 mod dns;
+mod eureka;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,7 @@ use crate::registry::Registry;
 
 pub use consul::ConsulSource;
 pub use dns::DnsSource;
+pub use eureka::EurekaSource;
 
 /// What one lookup gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,6 +198,7 @@ enum Source {
     Dns(Box<DnsSource>),
     Registry(RegistryFeed),
     Consul(Box<ConsulSource>),
+    Eureka(Box<EurekaSource>),
 }
 
 /// A `registry` source: the instances of one service, looked at again as
@@ -252,6 +256,10 @@ impl Source {
                 ConsulSource::new(source, settings.timeout)
                     .map(|consul| Source::Consul(Box::new(consul)))
             }
+            (source @ DiscoverySource::Eureka { .. }, _) => {
+                EurekaSource::new(source, settings.timeout)
+                    .map(|eureka| Source::Eureka(Box::new(eureka)))
+            }
             (source, _) => {
                 DnsSource::new(source, settings.timeout).map(|dns| Source::Dns(Box::new(dns)))
             }
@@ -263,6 +271,16 @@ impl Source {
             Source::Registry(feed) => feed.lookup(),
             // Its own limit: a blocking query may take `wait` longer.
             Source::Consul(consul) => consul.lookup().await,
+            // A delta, and at most one whole fetch after it.
+            Source::Eureka(eureka) => {
+                match tokio::time::timeout(timeout * 2, eureka.lookup()).await {
+                    Ok(answer) => answer,
+                    Err(_) => Answer::Failed(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout * 2)
+                    )),
+                }
+            }
             Source::Dns(dns) => match tokio::time::timeout(timeout, dns.lookup()).await {
                 Ok(answer) => answer,
                 Err(_) => Answer::Failed(format!(
@@ -282,7 +300,7 @@ impl Source {
                 let _ = tokio::time::timeout(wait, feed.changes.changed()).await;
             }
             Source::Consul(consul) => consul.pause(wait).await,
-            Source::Dns(_) => tokio::time::sleep(wait).await,
+            Source::Dns(_) | Source::Eureka(_) => tokio::time::sleep(wait).await,
         }
     }
 }
@@ -475,7 +493,9 @@ impl Follower {
             DiscoverySource::Dns { resolver, .. } | DiscoverySource::Srv { resolver, .. } => {
                 resolver.respect_ttl
             }
-            DiscoverySource::Registry { .. } | DiscoverySource::Consul { .. } => false,
+            DiscoverySource::Registry { .. }
+            | DiscoverySource::Consul { .. }
+            | DiscoverySource::Eureka { .. } => false,
         };
         if respect_ttl {
             ttl.max(Duration::from_secs(1)).min(self.settings.refresh)

@@ -3,10 +3,14 @@
 //! `X-Consul-Index`). Pure data and rules, no IO: the registry around it
 //! runs checks, persists, and wakes blocking readers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+
+/// How long a removed instance is remembered for Eureka's delta reads
+/// (Eureka's `retentionTimeInMSInDeltaQueue`, 3 minutes).
+pub const DELTA_RETENTION: Duration = Duration::from_secs(180);
 
 /// A check's state, as Consul names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +111,75 @@ pub enum Origin {
     Eureka,
 }
 
+/// An instance's state as Eureka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EurekaStatus {
+    Up,
+    Down,
+    Starting,
+    OutOfService,
+    Unknown,
+}
+
+impl EurekaStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            EurekaStatus::Up => "UP",
+            EurekaStatus::Down => "DOWN",
+            EurekaStatus::Starting => "STARTING",
+            EurekaStatus::OutOfService => "OUT_OF_SERVICE",
+            EurekaStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EurekaStatus> {
+        match text {
+            "UP" => Some(EurekaStatus::Up),
+            "DOWN" => Some(EurekaStatus::Down),
+            "STARTING" => Some(EurekaStatus::Starting),
+            "OUT_OF_SERVICE" => Some(EurekaStatus::OutOfService),
+            "UNKNOWN" => Some(EurekaStatus::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// What a Eureka registration adds to an instance: the status it reports,
+/// the override an operator set, its lease (kept as a TTL check that
+/// removes the instance when it runs out), and the registration as sent,
+/// which Eureka clients read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EurekaInfo {
+    pub status: EurekaStatus,
+    /// Set by `PUT .../status`; wins over `status`, and survives a
+    /// re-registration, as in Eureka.
+    pub overridden: Option<EurekaStatus>,
+    pub renewal_interval_secs: u64,
+    pub lease_secs: u64,
+    /// Milliseconds since the epoch, as Eureka reports them.
+    pub registered_ms: u64,
+    pub renewed_ms: u64,
+    pub up_ms: u64,
+    /// The client's `lastDirtyTimestamp`: a renewal that names a later one
+    /// gets 404, so the client registers its newer data.
+    pub dirty_ms: u64,
+    /// The instance object as registered (XML turned into Eureka's JSON shape).
+    pub record: serde_json::Map<String, serde_json::Value>,
+}
+
+impl EurekaInfo {
+    /// The status readers see: the override when there is one.
+    pub fn effective(&self) -> EurekaStatus {
+        self.overridden.unwrap_or(self.status)
+    }
+}
+
+/// The id of the TTL check that is a Eureka instance's lease.
+pub fn lease_check_id(instance_id: &str) -> String {
+    format!("eureka:{instance_id}")
+}
+
 /// One registered instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -121,14 +194,32 @@ pub struct Instance {
     /// Set while in maintenance mode (the reason); not routed meanwhile.
     pub maintenance: Option<String>,
     pub origin: Origin,
+    /// Eureka registrations only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eureka: Option<Box<EurekaInfo>>,
     pub create_index: u64,
     pub modify_index: u64,
+    /// When `modify_index` last moved (Eureka's delta reads look back 3 minutes).
+    #[serde(default = "epoch")]
+    pub modified_at: SystemTime,
+}
+
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH
 }
 
 impl Instance {
-    /// The worst status of its checks (passing with none), critical in maintenance.
+    /// The worst status of its checks (passing with none); critical in
+    /// maintenance, and for a Eureka instance that is not `UP`.
     pub fn status(&self) -> Status {
         if self.maintenance.is_some() {
+            return Status::Critical;
+        }
+        if self
+            .eureka
+            .as_ref()
+            .is_some_and(|eureka| eureka.effective() != EurekaStatus::Up)
+        {
             return Status::Critical;
         }
         self.checks
@@ -158,9 +249,14 @@ pub struct Catalog {
     pub index: u64,
     /// By instance id.
     pub instances: BTreeMap<String, Instance>,
-    /// The index of the last change to each service, by name.
+    /// The index of the last change to each service, by lowercased name
+    /// (Eureka's names are case-insensitive, see `named`).
     #[serde(skip)]
     service_index: HashMap<String, u64>,
+    /// Instances removed in the last `DELTA_RETENTION`, oldest first, for
+    /// Eureka's delta reads. Not kept across restarts.
+    #[serde(skip)]
+    pub removed: VecDeque<(SystemTime, Instance)>,
 }
 
 impl Catalog {
@@ -178,7 +274,7 @@ impl Catalog {
         for instance in self.instances.values() {
             let entry = self
                 .service_index
-                .entry(instance.service.clone())
+                .entry(instance.service.to_ascii_lowercase())
                 .or_default();
             *entry = (*entry).max(instance.modify_index);
         }
@@ -188,13 +284,31 @@ impl Catalog {
     /// Marks `service` changed; returns the new index.
     pub fn touch(&mut self, service: &str) -> u64 {
         self.index += 1;
-        self.service_index.insert(service.to_string(), self.index);
+        self.service_index
+            .insert(service.to_ascii_lowercase(), self.index);
         self.index
     }
 
-    /// The index a reader of `service` compares with (at least 1).
+    /// The index a reader of `service` compares with (at least 1). Names
+    /// that differ only in case share it.
     pub fn service_index(&self, service: &str) -> u64 {
-        self.service_index.get(service).copied().unwrap_or(1)
+        self.service_index
+            .get(&service.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(1)
+    }
+
+    /// Marks an instance changed: the service's index moves, and the
+    /// instance records it.
+    fn touch_instance(&mut self, id: &str, now: SystemTime) {
+        let Some(service) = self.instances.get(id).map(|i| i.service.clone()) else {
+            return;
+        };
+        let index = self.touch(&service);
+        if let Some(instance) = self.instances.get_mut(id) {
+            instance.modify_index = index;
+            instance.modified_at = now;
+        }
     }
 
     /// Adds or replaces an instance; returns the index.
@@ -211,6 +325,7 @@ impl Catalog {
             instance.create_index = index;
         }
         instance.modify_index = index;
+        instance.modified_at = SystemTime::now();
         self.instances.insert(instance.id.clone(), instance);
         index
     }
@@ -220,9 +335,57 @@ impl Catalog {
         match self.instances.remove(id) {
             Some(instance) => {
                 self.touch(&instance.service);
+                let now = SystemTime::now();
+                while self.removed.front().is_some_and(|(at, _)| {
+                    now.duration_since(*at).unwrap_or_default() > DELTA_RETENTION
+                }) {
+                    self.removed.pop_front();
+                }
+                self.removed.push_back((now, instance));
                 true
             }
             None => false,
+        }
+    }
+
+    /// Changes an instance in place; `change` says whether readers can see
+    /// the change. `None` when there is no such instance.
+    pub fn modify(&mut self, id: &str, change: impl FnOnce(&mut Instance) -> bool) -> Option<bool> {
+        let changed = change(self.instances.get_mut(id)?);
+        if changed {
+            self.touch_instance(id, SystemTime::now());
+        }
+        Some(changed)
+    }
+
+    /// Renews a Eureka lease: its TTL check expires a lease later. Not a
+    /// change readers see. `None` when there is no such Eureka instance.
+    pub fn renew(&mut self, id: &str, now: SystemTime) -> Option<()> {
+        let instance = self.instances.get_mut(id)?;
+        let eureka = instance.eureka.as_mut()?;
+        eureka.renewed_ms = millis(now);
+        let lease = lease_check_id(id);
+        for check in &mut instance.checks {
+            if let (true, Probe::Ttl { ttl }) = (check.id == lease, &check.probe) {
+                check.expires = Some(now + *ttl);
+            }
+        }
+        Some(())
+    }
+
+    /// After a restart, every Eureka lease gets a full term from `now`: the
+    /// clients renewed while usherd was away, and a renewal was never a
+    /// change worth writing to the state file.
+    pub fn extend_leases(&mut self, now: SystemTime) {
+        for instance in self.instances.values_mut() {
+            if instance.eureka.is_none() {
+                continue;
+            }
+            for check in &mut instance.checks {
+                if let Probe::Ttl { ttl } = check.probe {
+                    check.expires = Some(check.expires.map_or(now + ttl, |e| e.max(now + ttl)));
+                }
+            }
         }
     }
 
@@ -253,28 +416,18 @@ impl Catalog {
         };
         check.status = status;
         check.output = output;
-        let service = instance.service.clone();
-        let index = self.touch(&service);
-        if let Some(instance) = self.instances.get_mut(&instance_id) {
-            instance.modify_index = index;
-        }
+        self.touch_instance(&instance_id, now);
         Some(true)
     }
 
     /// Turns maintenance mode on (with a reason) or off; `None` when there
     /// is no such instance, else whether anything changed.
     pub fn set_maintenance(&mut self, id: &str, reason: Option<String>) -> Option<bool> {
-        let instance = self.instances.get_mut(id)?;
-        if instance.maintenance == reason {
-            return Some(false);
-        }
-        instance.maintenance = reason;
-        let service = instance.service.clone();
-        let index = self.touch(&service);
-        if let Some(instance) = self.instances.get_mut(id) {
-            instance.modify_index = index;
-        }
-        Some(true)
+        self.modify(id, |instance| {
+            let changed = instance.maintenance != reason;
+            instance.maintenance = reason;
+            changed
+        })
     }
 
     /// TTL checks whose report expired turn critical; instances critical
@@ -333,16 +486,15 @@ impl Catalog {
         })
     }
 
-    /// The instances of `service` (names compared as `same_name` says),
-    /// sorted by id.
-    pub fn of_service<'a>(
-        &'a self,
-        service: &'a str,
-        same_name: impl Fn(&str, &str) -> bool + 'a,
-    ) -> impl Iterator<Item = &'a Instance> + 'a {
-        self.instances
-            .values()
-            .filter(move |instance| same_name(&instance.service, service))
+    /// The instances of `service`, sorted by id. A Consul registration's
+    /// name must match exactly; a Eureka registration's in any case (Eureka
+    /// keeps app names in upper case and its clients ask in any case).
+    pub fn named<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
+        self.instances.values().filter(move |instance| {
+            instance.service == service
+                || (instance.origin == Origin::Eureka
+                    && instance.service.eq_ignore_ascii_case(service))
+        })
     }
 
     /// Service names with the union of their instances' tags.
@@ -358,6 +510,12 @@ impl Catalog {
         }
         services
     }
+}
+
+/// Milliseconds since the epoch, as Eureka counts time.
+pub fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// Durations as `10s` in the state file.
@@ -429,8 +587,10 @@ mod tests {
                 .collect(),
             maintenance: None,
             origin: Origin::Consul,
+            eureka: None,
             create_index: 0,
             modify_index: 0,
+            modified_at: SystemTime::UNIX_EPOCH,
         }
     }
 

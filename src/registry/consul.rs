@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Map, Value};
 
+use super::api::{authorize, is_host_name, kind, ApiRequest, Query};
 use super::checks::MIN_INTERVAL;
-use super::{token_in, Check, Instance, Origin, Probe, Refused, Registry, Status, Weights};
+use super::{Check, Instance, Origin, Probe, Refused, Registry, Status, Weights};
 
 /// A blocking query waits this long when it names no `wait` (Consul's default).
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -26,27 +27,13 @@ const MAX_WAIT: Duration = Duration::from_secs(600);
 const NODE: &str = "usherd";
 const DATACENTER: &str = "dc1";
 
-/// One request to the registry API, its body already read.
-pub struct ApiRequest<'a> {
-    pub method: &'a Method,
-    /// After `/v1`.
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub headers: &'a HeaderMap,
-    pub body: Bytes,
-    /// Who sent it: the address of an instance that names none.
-    pub peer: IpAddr,
-    /// The admin listener's address, for `/v1/status/leader`.
-    pub agent: String,
-}
-
 type Reply = Response<Full<Bytes>>;
 
 /// Answers one `/v1/...` request.
 pub async fn handle(registry: &Arc<Registry>, request: ApiRequest<'_>) -> Reply {
     let query = Query::parse(request.query);
     let writes = !matches!(*request.method, Method::GET | Method::HEAD);
-    if let Err(message) = authorize(registry, &request, &query, writes) {
+    if let Err(message) = authorize(registry, request.headers, &query, writes) {
         return error_reply(StatusCode::FORBIDDEN, message);
     }
     let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
@@ -138,7 +125,7 @@ pub async fn handle(registry: &Arc<Registry>, request: ApiRequest<'_>) -> Reply 
             let tag = query.get("tag");
             let entries: Vec<Value> = registry.read(|catalog| {
                 catalog
-                    .of_service(name, |a, b| a == b)
+                    .named(name)
                     .filter(|instance| tag.as_ref().is_none_or(|tag| instance.tags.contains(tag)))
                     .filter(|instance| !passing || instance.status() == Status::Passing)
                     .map(|instance| {
@@ -169,7 +156,7 @@ pub async fn handle(registry: &Arc<Registry>, request: ApiRequest<'_>) -> Reply 
             let tag = query.get("tag");
             let entries: Vec<Value> = registry.read(|catalog| {
                 catalog
-                    .of_service(name, |a, b| a == b)
+                    .named(name)
                     .filter(|instance| tag.as_ref().is_none_or(|tag| instance.tags.contains(tag)))
                     .map(catalog_service)
                     .collect()
@@ -186,50 +173,6 @@ pub async fn handle(registry: &Arc<Registry>, request: ApiRequest<'_>) -> Reply 
             request.method, request.path
         )),
     }
-}
-
-/// Reads need a read or write token when read tokens are set; writes a
-/// write token when write tokens are set. A token comes in
-/// `X-Consul-Token`, `Authorization: Bearer`, or `?token=`.
-fn authorize(
-    registry: &Registry,
-    request: &ApiRequest<'_>,
-    query: &Query,
-    writes: bool,
-) -> Result<(), String> {
-    let settings = registry.settings();
-    let given = request
-        .headers
-        .get("x-consul-token")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .or_else(|| {
-            request
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(String::from)
-        })
-        .or_else(|| query.get("token"));
-    let may_write = |token: &str| token_in(token, &settings.write_tokens);
-    let allowed = if writes {
-        settings.write_tokens.is_empty() || given.as_deref().is_some_and(may_write)
-    } else {
-        settings.read_tokens.is_empty()
-            || given
-                .as_deref()
-                .is_some_and(|token| may_write(token) || token_in(token, &settings.read_tokens))
-    };
-    if allowed {
-        return Ok(());
-    }
-    let message = match given {
-        None => "Permission denied: a token is required",
-        Some(_) if writes => "Permission denied: the token may not write",
-        Some(_) => "Permission denied: the token may not read",
-    };
-    Err(message.into())
 }
 
 fn register(registry: &Arc<Registry>, request: &ApiRequest<'_>, query: &Query) -> Reply {
@@ -256,6 +199,7 @@ fn register(registry: &Arc<Registry>, request: &ApiRequest<'_>, query: &Query) -
         Err(refused @ Refused::Full(_)) => {
             error_reply(StatusCode::TOO_MANY_REQUESTS, refused.to_string())
         }
+        Err(Refused::Conflict(message)) => error_reply(StatusCode::CONFLICT, message),
     }
 }
 
@@ -420,8 +364,10 @@ pub fn parse_registration(body: &Map<String, Value>, peer: IpAddr) -> Result<Ins
         checks,
         maintenance: None,
         origin: Origin::Consul,
+        eureka: None,
         create_index: 0,
         modify_index: 0,
+        modified_at: SystemTime::UNIX_EPOCH,
     })
 }
 
@@ -580,28 +526,6 @@ fn strings(value: Option<&Value>, field: &str) -> Result<Vec<String>, String> {
     }
 }
 
-fn kind(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("the boolean {b}"),
-        Value::Number(n) => format!("the number {n}"),
-        Value::String(s) => format!("the string {s:?}"),
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
-    }
-}
-
-fn is_host_name(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 253
-        && text.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 /// Go's `time.ParseDuration`: `10s`, `1m30s`, `1.5s`, `250ms`.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();
@@ -744,72 +668,6 @@ async fn blocking_wait(
     }
 }
 
-/// The query string, decoded.
-struct Query(Vec<(String, String)>);
-
-impl Query {
-    fn parse(query: Option<&str>) -> Query {
-        Query(
-            query
-                .unwrap_or("")
-                .split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| {
-                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    (decode(key), decode(value))
-                })
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-    }
-
-    /// `?passing`, `?passing=1`, `?passing=true`.
-    fn flag(&self, key: &str) -> bool {
-        self.get(key)
-            .is_some_and(|value| !matches!(value.as_str(), "false" | "0"))
-    }
-}
-
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'%' if index + 2 < bytes.len() => {
-                match text
-                    .get(index + 1..index + 3)
-                    .map(|hex| u8::from_str_radix(hex, 16))
-                {
-                    Some(Ok(byte)) => {
-                        out.push(byte);
-                        index += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        index += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                index += 1;
-            }
-            byte => {
-                out.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn json_ok(body: Value, index: Option<u64>) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     let headers = response.headers_mut();
@@ -858,16 +716,6 @@ mod tests {
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration("ten seconds"), None);
         assert_eq!(parse_go_duration(""), None);
-    }
-
-    #[test]
-    fn query_strings_decode() {
-        let query = Query::parse(Some("index=12&wait=5s&passing&tag=v%202&note=a+b"));
-        assert_eq!(query.get("index").as_deref(), Some("12"));
-        assert!(query.flag("passing"));
-        assert_eq!(query.get("tag").as_deref(), Some("v 2"));
-        assert_eq!(query.get("note").as_deref(), Some("a b"));
-        assert!(!Query::parse(Some("passing=false")).flag("passing"));
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! through discovery. One catalog behind one lock; every change a reader can
 //! see moves its index and wakes blocking readers.
 
+mod api;
 mod catalog;
 mod checks;
 pub mod consul;
+pub mod eureka;
 mod store;
 
 use std::collections::HashMap;
@@ -21,7 +23,10 @@ use tokio::task::JoinHandle;
 
 use crate::config;
 
-pub use catalog::{Catalog, Check, Instance, Origin, Probe, Status, Weights};
+pub use api::ApiRequest;
+pub use catalog::{
+    Catalog, Check, EurekaInfo, EurekaStatus, Instance, Origin, Probe, Status, Weights,
+};
 
 /// How often TTLs and deregistration deadlines are looked at.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
@@ -35,6 +40,9 @@ pub enum Refused {
     Forbidden(String),
     #[error("the registry holds its maximum of {0} instances")]
     Full(usize),
+    /// The id belongs to an instance the other API registered.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The registry: the catalog, what runs its checks, and what keeps it.
@@ -68,6 +76,8 @@ impl Registry {
             }
             None => (Catalog::new(), None),
         };
+        let mut catalog = catalog;
+        catalog.extend_leases(SystemTime::now());
         let registry = Arc::new(Registry {
             changed: watch::channel(catalog.index).0,
             catalog: Mutex::new(catalog),
@@ -173,6 +183,17 @@ impl Registry {
         let max = self.settings.load().max_services;
         let replaced = self.write(|catalog| {
             let replaced = catalog.instances.get(&instance.id).cloned();
+            if let Some(old) = replaced
+                .as_ref()
+                .filter(|old| old.origin != instance.origin)
+            {
+                let message = format!(
+                    "instance id `{}` belongs to a {:?} registration of `{}`; \
+                     deregister it there or use another id",
+                    old.id, old.origin, old.service
+                );
+                return (Err(Refused::Conflict(message)), false);
+            }
             if replaced.is_none() && catalog.instances.len() >= max {
                 return (Err(Refused::Full(max)), false);
             }
@@ -219,6 +240,20 @@ impl Registry {
                 None => (false, false),
             }
         })
+    }
+
+    /// Changes an instance in place (`change` says whether readers can see
+    /// it); `false` when there is no such instance.
+    pub fn modify(&self, id: &str, change: impl FnOnce(&mut Instance) -> bool) -> bool {
+        self.write(|catalog| match catalog.modify(id, change) {
+            Some(changed) => (true, changed),
+            None => (false, false),
+        })
+    }
+
+    /// Renews a Eureka lease; `false` when there is no such Eureka instance.
+    pub fn renew(&self, id: &str) -> bool {
+        self.write(|catalog| (catalog.renew(id, SystemTime::now()).is_some(), false))
     }
 
     /// Maintenance on (with a reason) or off; `false` when there is no such instance.
@@ -319,7 +354,7 @@ impl Registry {
     ) -> (Vec<config::Server>, u64) {
         self.read(|catalog| {
             let mut servers: Vec<config::Server> = catalog
-                .of_service(service, same_service)
+                .named(service)
                 .filter(|instance| tag.is_none_or(|tag| instance.tags.iter().any(|t| t == tag)))
                 .filter(|instance| match instance.status() {
                     Status::Passing => true,
@@ -337,11 +372,6 @@ impl Registry {
             (servers, catalog.service_index(service))
         })
     }
-}
-
-/// Service names as the registry compares them: exactly, as Consul does.
-fn same_service(registered: &str, asked: &str) -> bool {
-    registered == asked
 }
 
 /// `10.0.0.5:8080`, `[fd00::5]:8080`, `api.internal:8080`.

@@ -585,8 +585,24 @@ pub fn chromium(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The Python of the venv tests/run.sh made for `client` (a PyPI package
+/// such as `py-consul`).
+pub fn python(client: &str) -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-python")
+        .join(client)
+        .join("bin/python");
+    assert!(
+        path.exists(),
+        "{} is missing: run tests/run.sh, which installs the Python clients",
+        path.display()
+    );
+    path
+}
+
 pub mod compose;
 pub mod dns;
+pub mod follow;
 pub mod tls;
 
 pub mod tempfile_path {
