@@ -842,3 +842,69 @@ async fn a_eureka_source_follows_another_usherd_and_keeps_its_set_when_it_dies()
     assert_eq!(state["servers"], 1, "{state}");
     assert_eq!(serving(&proxy, 4).await, ["c"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eureka_registrations_and_overrides_survive_a_restart() {
+    let (a, b) = (echo_backend("a").await, echo_backend("b").await);
+    let toml = config().replace("[registry]", "[registry]\nstate_file = \"registry.json\"");
+    let (first, path) = spawn_binary_with(&toml, 2, "info", &[]);
+    let admin = first.addr("[admin]");
+    for (id, backend) in [("api-a", &a), ("api-b", &b)] {
+        let reply = call(
+            admin,
+            Method::POST,
+            "/eureka/apps/API",
+            JAVA_JSON,
+            &java_json(id, backend.addr.port(), "UP"),
+        )
+        .await;
+        assert_eq!(reply.status, 204, "{}", reply.text());
+    }
+    let out = "/eureka/apps/API/api-b/status?value=OUT_OF_SERVICE";
+    assert_eq!(
+        call(admin, Method::PUT, out, JAVA_JSON, "").await.status,
+        200
+    );
+    let state_file = path.directory().join("registry.json");
+    assert!(
+        within(Duration::from_secs(5), || async {
+            std::fs::read_to_string(&state_file).is_ok_and(|text| text.contains("OUT_OF_SERVICE"))
+        })
+        .await
+        .is_some(),
+        "the state file was not written"
+    );
+    drop(first); // SIGKILL
+
+    let second = support::spawn_binary_at(path.as_path(), 2, "info", &[]);
+    let admin = second.addr("[admin]");
+    let web = second.addr("web");
+    let routed = within(Duration::from_secs(5), || async {
+        support::get(&format!("http://{web}/"), None)
+            .await
+            .header("x-backend")
+            == Some("a")
+    })
+    .await;
+    assert!(routed.is_some(), "api-a is not routed after the restart");
+    // The lease was renewed meanwhile as far as usherd knows: a heartbeat
+    // is accepted, and the override is still there.
+    let heartbeat = "/eureka/apps/API/api-a?status=UP&lastDirtyTimestamp=1764000000000";
+    assert_eq!(
+        call(admin, Method::PUT, heartbeat, JAVA_JSON, "")
+            .await
+            .status,
+        200
+    );
+    let b_now = call(admin, Method::GET, "/eureka/apps/API/api-b", JAVA_JSON, "").await;
+    assert_eq!(
+        b_now.json()["instance"]["status"],
+        "OUT_OF_SERVICE",
+        "{}",
+        b_now.text()
+    );
+    for _ in 0..6 {
+        let reply = support::get(&format!("http://{web}/"), None).await;
+        assert_eq!(reply.header("x-backend"), Some("a"));
+    }
+}
