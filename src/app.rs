@@ -62,6 +62,8 @@ pub struct App {
     connections: TaskTracker,
     /// Turns true on shutdown, for background tasks such as the file watcher.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The link to the fleet, when the config comes from etcd.
+    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
 }
 
 impl App {
@@ -99,6 +101,7 @@ impl App {
             listener_stats: Mutex::default(),
             connections: TaskTracker::new(),
             shutdown: watch::channel(false).0,
+            fleet: std::sync::OnceLock::new(),
         });
         let mut control = app.control.lock().await;
         let (listeners, admin) = app.bind_missing(&control, &config).await?;
@@ -190,6 +193,9 @@ impl App {
             registry.stop();
         }
         self.shutdown.send_replace(true);
+        if let Some(fleet) = self.fleet.get() {
+            fleet.leave().await;
+        }
         self.connections.close();
         let in_time = tokio::time::timeout(limit, self.connections.wait())
             .await

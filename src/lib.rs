@@ -17,6 +17,7 @@ pub mod demo;
 pub mod demo_registration;
 pub mod discovery;
 pub mod error;
+pub mod fleet;
 pub mod http1;
 pub mod log_limit;
 pub mod probe;
@@ -93,6 +94,13 @@ impl Proxy {
     /// The outcome of the last reload.
     pub fn last_reload(&self) -> ReloadRecord {
         self.app.last_reload()
+    }
+
+    /// Follows the config's etcd key (whose revision `revision` runs now)
+    /// and keeps this instance's member key as `name` (docs/fleet.md).
+    pub fn follow_fleet(&self, key: fleet::ConfigKey, revision: i64, name: String) {
+        let fleet = fleet::Fleet::start(&self.app, key, revision, name);
+        self.app.fleet.set(fleet).ok();
     }
 
     /// Reloads whenever the config file changes on disk.

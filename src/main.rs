@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 use usherd::config::{self, Config};
 use usherd::demo_registration::Registration;
 use usherd::reload::Trigger;
-use usherd::{bench, demo, probe, Proxy};
+use usherd::{bench, demo, fleet, probe, Proxy};
 
 const DEFAULT_CONFIG: &str = "config/usherd.toml";
 
@@ -41,11 +41,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy (the default command).
+    /// Run the proxy (the default command). `--config etcd://HOST:PORT/KEY`
+    /// reads the config from an etcd key and follows it (docs/fleet.md).
     Run {
         /// Do not reload when the config file changes (SIGHUP and POST /reload still do).
         #[arg(long)]
         no_watch: bool,
+        /// This instance's name in the fleet [default: the host name].
+        #[arg(long, env = "USHERD_NAME")]
+        name: Option<String>,
+    },
+    /// The fleet of instances that run the config of one etcd key.
+    Fleet {
+        #[command(subcommand)]
+        action: FleetAction,
     },
     /// Validate a config: print a summary and exit 0, or every error and exit 1.
     Check,
@@ -90,6 +99,17 @@ enum Command {
         /// How long the answer may take.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetAction {
+    /// One row per instance: the config revision it runs, its generation and
+    /// state; exit 0 when every instance runs the key's latest revision, else 1.
+    Status {
+        /// The config key, `etcd://HOST:PORT[,HOST:PORT]/KEY` [default: --config].
+        #[arg(long)]
+        etcd: Option<String>,
     },
 }
 
@@ -171,14 +191,44 @@ fn main() -> ExitCode {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    match cli.command.unwrap_or(Command::Run { no_watch: false }) {
-        Command::Check => check(&config_path),
-        Command::Run { no_watch } => {
-            let config = match config::load(&config_path) {
-                Ok(config) => config,
-                Err(errors) => return report_config_errors(&errors),
+    let etcd_key = config_path.to_str().and_then(fleet::ConfigKey::parse);
+    match cli.command.unwrap_or(Command::Run {
+        no_watch: false,
+        name: None,
+    }) {
+        Command::Check => match etcd_key {
+            Some(key) => on_runtime(check_etcd(key)),
+            None => check(&config_path),
+        },
+        Command::Run { no_watch, name } => match etcd_key {
+            Some(key) => on_runtime(run_from_etcd(key, name.unwrap_or_else(demo::host_name))),
+            None => {
+                let config = match config::load(&config_path) {
+                    Ok(config) => config,
+                    Err(errors) => return report_config_errors(&errors),
+                };
+                on_runtime(run(config, !no_watch))
+            }
+        },
+        Command::Fleet {
+            action: FleetAction::Status { etcd },
+        } => {
+            let key = match etcd
+                .as_deref()
+                .map(fleet::ConfigKey::parse)
+                .unwrap_or(etcd_key)
+            {
+                Some(Ok(key)) => key,
+                Some(Err(message)) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(1);
+                }
+                None => {
+                    eprintln!("error: name the config key with --etcd etcd://HOST:PORT/KEY");
+                    return ExitCode::from(1);
+                }
             };
-            on_runtime(run(config, !no_watch))
+            on_runtime(fleet_status(key))
         }
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
         Command::DemoBackend {
@@ -382,6 +432,75 @@ async fn run(config: Config, watch: bool) -> anyhow::Result<ExitCode> {
     wait_for_shutdown_signal(&proxy).await?;
     proxy.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `usherd run --config etcd://...`: the config from the key, followed.
+async fn run_from_etcd(
+    key: Result<fleet::ConfigKey, String>,
+    name: String,
+) -> anyhow::Result<ExitCode> {
+    let key = match key {
+        Ok(key) => key,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (config, revision) = match fleet::load(&key).await {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let proxy = Proxy::start(config).await?;
+    tracing::info!(config = %key.url(), revision, %name, "following the config in etcd");
+    proxy.follow_fleet(key, revision, name);
+    wait_for_shutdown_signal(&proxy).await?;
+    proxy.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `usherd check --config etcd://...`.
+async fn check_etcd(key: Result<fleet::ConfigKey, String>) -> anyhow::Result<ExitCode> {
+    let loaded = match key {
+        Ok(key) => fleet::load(&key)
+            .await
+            .map(|(config, revision)| (key, config, revision)),
+        Err(message) => Err(message),
+    };
+    match loaded {
+        Ok((key, config, revision)) => {
+            println!("{} (revision {revision}): OK", key.url());
+            print!("{}", summary(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `usherd fleet status`: prints the table; exit 0 when converged.
+async fn fleet_status(key: fleet::ConfigKey) -> anyhow::Result<ExitCode> {
+    match fleet::status_table(&key).await {
+        Ok((table, converged)) => {
+            print!("{table}");
+            Ok(if converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; reloads on SIGHUP (a refused reload is logged

@@ -388,6 +388,7 @@ pub fn status(app: &App) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "generation": snapshot.generation,
         "config_path": snapshot.config.path.as_ref().map(|p| p.display().to_string()),
+        "fleet": app.fleet.get().map(|fleet| fleet.status()),
         "started_at": rfc3339(app.started_at),
         "last_reload": {
             "at": rfc3339(last_reload.at),

@@ -25,7 +25,9 @@ pub use discovery::{
     DEFAULT_REFRESH,
 };
 pub use registry::{Registry, DEFAULT_MAX_BODY, DEFAULT_MAX_SERVICES};
-pub use validate::{parse_config, strategy_by_name, DEFAULT_EWMA_DECAY, MAX_WEIGHT};
+pub use validate::{
+    parse_config, parse_config_at, strategy_by_name, DEFAULT_EWMA_DECAY, MAX_WEIGHT,
+};
 
 /// A validated configuration with every default applied.
 ///

@@ -30,15 +30,23 @@ pub const MIN_HEADER_LIMIT: u64 = 1024;
 /// The highest weight a server may have.
 pub const MAX_WEIGHT: u32 = 10_000;
 
-/// Parses and validates config text; `file` names it in error messages. The
-/// rules are checked once the file's shape is right; shape errors come alone.
+/// Parses and validates config text; `file` names it in error messages, and
+/// its directory is where relative paths in it start. The rules are checked
+/// once the file's shape is right; shape errors come alone.
 pub fn parse_config(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let base_dir = Path::new(file)
+        .parent()
+        .map_or_else(PathBuf::new, Path::to_path_buf);
+    parse_config_at(text, file, &base_dir)
+}
+
+/// As `parse_config`, for text that is not in a file (an etcd key):
+/// relative paths in it start at `base_dir`.
+pub fn parse_config_at(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut checker = Checker {
         text,
         file,
-        base_dir: Path::new(file)
-            .parent()
-            .map_or_else(PathBuf::new, Path::to_path_buf),
+        base_dir: base_dir.to_path_buf(),
         errors: Vec::new(),
         warnings: Vec::new(),
         has_registry: false,

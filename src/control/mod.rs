@@ -46,6 +46,8 @@ pub enum Trigger {
     Api,
     /// A discovery source found a new set of servers.
     Discovery,
+    /// The config's etcd key changed.
+    Store,
 }
 
 impl Trigger {
@@ -56,6 +58,7 @@ impl Trigger {
             Trigger::Admin => "admin",
             Trigger::Api => "api",
             Trigger::Discovery => "discovery",
+            Trigger::Store => "etcd",
         }
     }
 }

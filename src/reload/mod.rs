@@ -6,8 +6,9 @@
 //! `ArcSwap::store`. Any error leaves everything as it was. Requests in flight
 //! keep the snapshot they loaded, so they finish as they started.
 //!
-//! Triggers: SIGHUP (main.rs), the file changing on disk (`watch`), and
-//! `POST /reload` (admin). One reload runs at a time.
+//! Triggers: SIGHUP (main.rs), the file changing on disk (`watch`), the
+//! config's etcd key changing (`fleet`), and `POST /reload` (admin). One
+//! reload runs at a time.
 
 pub mod diff;
 mod watch;
@@ -33,6 +34,9 @@ pub enum ReloadError {
     Bind(BindError),
     #[error("the running config was not read from a file, so there is no file to reload")]
     NoFile,
+    /// The config's etcd key could not be read, or its value was refused.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// The outcome of the last reload, for `GET /status`.
@@ -67,8 +71,12 @@ pub struct ReloadCounts {
 }
 
 impl App {
-    /// Reads the config file again and applies it; returns the new generation.
+    /// Reads the config file (or etcd key) again and applies it; returns
+    /// the new generation.
     pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> Result<u64, ReloadError> {
+        if let Some(fleet) = self.fleet.get() {
+            return fleet.reread(self, trigger).await;
+        }
         self.reload_file(trigger, true).await
     }
 
@@ -174,7 +182,8 @@ impl App {
         Ok(generation)
     }
 
-    fn record_failure(&self, trigger: Trigger, error: String) {
+    /// Records a refused reload: counted, logged, shown in `/status`.
+    pub(crate) fn record_failure(&self, trigger: Trigger, error: String) {
         self.reload_counts.failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(trigger = trigger.name(), %error, "config reload refused; the running config stays");
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = ReloadRecord {

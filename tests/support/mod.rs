@@ -602,6 +602,7 @@ pub fn python(client: &str) -> std::path::PathBuf {
 
 pub mod compose;
 pub mod dns;
+pub mod etcd;
 pub mod follow;
 pub mod tls;
 
