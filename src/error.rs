@@ -1,5 +1,6 @@
 //! Why a request could not be proxied, and what the client is told: each
-//! variant knows its HTTP status (docs/config.md#requests).
+//! variant knows its HTTP status (docs/config.md#requests). Also how any
+//! error reads in a log line or `/status`, with its causes.
 
 use http::StatusCode;
 
@@ -69,4 +70,17 @@ impl ProxyError {
                 | ProxyError::ClientTimeout
         )
     }
+}
+
+/// An error with its causes: "client error (Connect): tcp connect error:
+/// Connection refused (os error 111)".
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -220,7 +220,7 @@ impl ConsulSource {
             .client
             .request(request)
             .await
-            .map_err(|error| error_chain(&error))?;
+            .map_err(|error| crate::error::with_causes(&error))?;
         let status = response.status();
         let index = response.headers().get("x-consul-index").cloned();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
@@ -273,19 +273,6 @@ fn encode(text: &str) -> String {
         }
     }
     out
-}
-
-/// A client error with its causes: "client error (Connect): tcp connect
-/// error: Connection refused (os error 111)".
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The index the next query sends, after an answer with index `returned`:

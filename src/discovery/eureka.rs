@@ -170,7 +170,7 @@ async fn fetch(
     let response = client
         .request(request)
         .await
-        .map_err(|error| error_chain(&error))?;
+        .map_err(|error| crate::error::with_causes(&error))?;
     let status = response.status();
     let body = Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
@@ -258,18 +258,6 @@ fn hashcode_of(copy: &Copy) -> String {
             .and_then(Value::as_str)
             .unwrap_or("UNKNOWN")
     }))
-}
-
-/// A client error with its causes.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

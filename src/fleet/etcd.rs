@@ -202,7 +202,7 @@ impl Etcd {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok((response, endpoint.clone()));
                 }
-                Ok(Err(error)) => errors.push(format!("{endpoint}: {}", error_chain(&error))),
+                Ok(Err(error)) => errors.push(format!("{endpoint}: {}", crate::error::with_causes(&error))),
                 Err(_) => errors.push(format!("{endpoint}: no answer within {:?}", self.timeout)),
             }
         }
@@ -336,17 +336,6 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ impl ServerError {
     /// The error and its causes on one line, for logs.
     fn describe(&self) -> String {
         match self {
-            ServerError::Http2(error) => error_chain(error),
+            ServerError::Http2(error) => crate::error::with_causes(error),
             ServerError::Http1(error) => error.to_string(),
         }
     }
@@ -417,18 +417,6 @@ fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
         source = error.source();
     }
     false
-}
-
-/// An error and its causes on one line, for logs.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// 308 Permanent Redirect to `location`.
