@@ -202,7 +202,9 @@ impl Etcd {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok((response, endpoint.clone()));
                 }
-                Ok(Err(error)) => errors.push(format!("{endpoint}: {}", crate::error::with_causes(&error))),
+                Ok(Err(error)) => {
+                    errors.push(format!("{endpoint}: {}", crate::error::with_causes(&error)))
+                }
                 Err(_) => errors.push(format!("{endpoint}: no answer within {:?}", self.timeout)),
             }
         }
