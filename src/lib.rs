@@ -17,6 +17,7 @@ pub mod demo;
 pub mod demo_registration;
 pub mod discovery;
 pub mod error;
+pub mod etcd;
 pub mod fleet;
 pub mod http1;
 pub mod log_limit;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::etcd::EtcdCluster;
 use support::{echo_backend, get, spawn_binary_at, Backend, ProxyProcess};
-use usherd::fleet::etcd::Etcd;
+use usherd::etcd::Etcd;
 
 const KEY: &str = "/usherd/config";
 
@@ -289,6 +289,246 @@ async fn config_put_to_all_instances_convergence() {
     times.sort();
     eprintln!(
         "config put to all 3 instances running it: median {:?}, p99 {:?}, max {:?} (50 puts)",
+        times[24], times[48], times[49]
+    );
+}
+
+/// An usherd whose registry is kept in `cluster`, routing `api` to it.
+fn registry_instance(cluster: &EtcdCluster) -> (ProxyProcess, support::tempfile_path::TempPath) {
+    let endpoints: Vec<String> = cluster
+        .endpoints()
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect();
+    let toml = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[registry]
+etcd = [{}]
+[listeners.web]
+listen = "127.0.0.1:0"
+[vhosts.all]
+hosts = ["*"]
+routes = [{{ path = "/", upstream = "api" }}]
+[upstreams.api]
+strategy = "round_robin"
+retries = 0
+[upstreams.api.discovery]
+source = "registry"
+service = "api"
+"#,
+        endpoints.join(", ")
+    );
+    support::spawn_binary_with(&toml, 2, "info,access=off", &[])
+}
+
+async fn call(instance: &ProxyProcess, method: http::Method, path: &str, body: &str) -> u16 {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", instance.addr("[admin]")))
+        .header("content-type", "application/json")
+        .body(support::full(body.to_string()))
+        .unwrap();
+    support::send(&support::client(), request).await.status
+}
+
+/// The backends each instance routes `api` to, over `count` requests.
+async fn routed(instance: &ProxyProcess, count: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..count {
+        names.push(backend_of(instance).await);
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+async fn until_routed(instances: &[&ProxyProcess], names: &[&str], limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let mut all = true;
+        for instance in instances {
+            all &= routed(instance, 6).await == names;
+        }
+        if all {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "not all routed to {names:?} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_kept_in_etcd_is_one_catalog_for_the_fleet() {
+    let (a, b) = (echo_backend("a").await, echo_backend("b").await);
+    let c = support::ControlledBackend::start("c").await;
+    let cluster = EtcdCluster::start(3);
+    let mut instances: Vec<(ProxyProcess, support::tempfile_path::TempPath)> =
+        (0..3).map(|_| registry_instance(&cluster)).collect();
+
+    // A registration through the first is routed by all three.
+    let consul = format!(
+        r#"{{"ID": "api-a", "Name": "api", "Address": "127.0.0.1", "Port": {}, "Check": {{"TTL": "30s", "Status": "passing"}}}}"#,
+        a.addr.port()
+    );
+    assert_eq!(
+        call(
+            &instances[0].0,
+            http::Method::PUT,
+            "/v1/agent/service/register",
+            &consul
+        )
+        .await,
+        200
+    );
+    let all: Vec<&ProxyProcess> = instances.iter().map(|(p, _)| p).collect();
+    let took = until_routed(&all, &["a"], Duration::from_secs(10)).await;
+    eprintln!("a registration through one instance was routed by all three in {took:?}");
+
+    // Eureka through the second; a TTL report through the third.
+    let eureka = format!(
+        r#"{{"instance": {{"instanceId": "api-b", "app": "API", "ipAddr": "127.0.0.1", "status": "UP", "port": {{"$": {}, "@enabled": "true"}}}}}}"#,
+        b.addr.port()
+    );
+    assert_eq!(
+        call(
+            &instances[1].0,
+            http::Method::POST,
+            "/eureka/apps/API",
+            &eureka
+        )
+        .await,
+        204
+    );
+    until_routed(&all, &["a", "b"], Duration::from_secs(10)).await;
+    assert_eq!(
+        call(
+            &instances[2].0,
+            http::Method::PUT,
+            "/v1/agent/check/fail/service:api-a",
+            ""
+        )
+        .await,
+        200
+    );
+    until_routed(&all, &["b"], Duration::from_secs(10)).await;
+    assert_eq!(
+        call(
+            &instances[0].0,
+            http::Method::PUT,
+            "/v1/agent/check/pass/service:api-a",
+            ""
+        )
+        .await,
+        200
+    );
+    until_routed(&all, &["a", "b"], Duration::from_secs(10)).await;
+
+    // An HTTP check runs on one of them, whichever holds the checks.
+    let http_check = format!(
+        r#"{{"ID": "api-c", "Name": "api", "Address": "127.0.0.1", "Port": {port}, "Check": {{"HTTP": "http://127.0.0.1:{port}/healthz", "Interval": "1s"}}}}"#,
+        port = c.addr.port()
+    );
+    assert_eq!(
+        call(
+            &instances[2].0,
+            http::Method::PUT,
+            "/v1/agent/service/register",
+            &http_check
+        )
+        .await,
+        200
+    );
+    until_routed(&all, &["a", "b", "c"], Duration::from_secs(15)).await;
+    let mut leaders = Vec::new();
+    for (index, (instance, _)) in instances.iter().enumerate() {
+        if status(instance).await["registry_store"]["runs_checks"] == true {
+            leaders.push(index);
+        }
+    }
+    assert_eq!(
+        leaders.len(),
+        1,
+        "one instance runs the checks: {leaders:?}"
+    );
+
+    // The one running the checks is killed: another takes them over, and
+    // nothing registered is lost.
+    let (leader, _config) = instances.remove(leaders[0]);
+    drop(leader); // SIGKILL
+    let rest: Vec<&ProxyProcess> = instances.iter().map(|(p, _)| p).collect();
+    c.set(support::Behaviour::FailingHealthCheck);
+    until_routed(&rest, &["a", "b"], Duration::from_secs(30)).await;
+    c.set(support::Behaviour::Healthy);
+    until_routed(&rest, &["a", "b", "c"], Duration::from_secs(15)).await;
+
+    // A deregistration through either remaining instance reaches the other.
+    assert_eq!(
+        call(
+            rest[0],
+            http::Method::PUT,
+            "/v1/agent/service/deregister/api-a",
+            ""
+        )
+        .await,
+        200
+    );
+    until_routed(&rest, &["b", "c"], Duration::from_secs(10)).await;
+}
+
+/// Time from a registration through one instance to all three having the
+/// instance in their routing snapshot, over 50 registrations: printed
+/// (docs/fleet.md), bounded only by a generous limit per registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_to_all_instances_convergence() {
+    let cluster = EtcdCluster::start(3);
+    let instances: Vec<(ProxyProcess, support::tempfile_path::TempPath)> =
+        (0..3).map(|_| registry_instance(&cluster)).collect();
+    let mut times = Vec::new();
+    for n in 0..50u16 {
+        let port = 20_000 + n;
+        let body = format!(
+            r#"{{"ID": "api-{n}", "Name": "api", "Address": "127.0.0.1", "Port": {port}}}"#
+        );
+        let started = Instant::now();
+        let through = &instances[usize::from(n) % 3].0;
+        assert_eq!(
+            call(
+                through,
+                http::Method::PUT,
+                "/v1/agent/service/register",
+                &body
+            )
+            .await,
+            200
+        );
+        let addr = format!("127.0.0.1:{port}");
+        loop {
+            let mut everywhere = true;
+            for (instance, _) in &instances {
+                let servers = status(instance).await["upstreams"]["api"]["servers"].clone();
+                everywhere &= servers
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["addr"] == addr.as_str()));
+            }
+            if everywhere {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "api-{n} not on all three within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        times.push(started.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "registration to all 3 instances routing by it: median {:?}, p99 {:?}, max {:?} (50 registrations)",
         times[24], times[48], times[49]
     );
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::compose::{base_image, build_image, must, output, require_docker};
-use usherd::fleet::etcd::Etcd;
+use usherd::etcd::Etcd;
 
 const KEY: &str = "/usherd/config";
 const ADMIN_TOKEN: &str = "fleet-docker-token";

@@ -389,6 +389,12 @@ pub fn status(app: &App) -> Value {
         "generation": snapshot.generation,
         "config_path": snapshot.config.path.as_ref().map(|p| p.display().to_string()),
         "fleet": app.fleet.get().map(|fleet| fleet.status()),
+        "registry_store": app.registry().and_then(|registry| registry.store_state()).map(|(stale, error, leads_checks)| json!({
+            "store": "etcd",
+            "state": if stale { "stale" } else { "ok" },
+            "last_error": error,
+            "runs_checks": leads_checks,
+        })),
         "started_at": rfc3339(app.started_at),
         "last_reload": {
             "at": rfc3339(last_reload.at),

@@ -403,7 +403,7 @@ impl Checker<'_> {
         let parsed = if kind == "eureka" {
             parse_eureka_address(address.get_ref())
         } else {
-            parse_consul_address(address.get_ref())
+            parse_http_address(address.get_ref())
         };
         match parsed {
             Ok(address) => address,
@@ -582,7 +582,9 @@ impl Checker<'_> {
 
 /// `http://127.0.0.1:8500/` -> `http://127.0.0.1:8500`: a scheme of http or
 /// https, a host, an optional port, nothing else.
-fn parse_consul_address(text: &str) -> Result<String, String> {
+/// `http://host:port` or `https://host:port` (no path), kept without a
+/// trailing slash: Consul agents, etcd endpoints.
+pub(super) fn parse_http_address(text: &str) -> Result<String, String> {
     let refused = || {
         format!("address `{text}` is not an HTTP address like \"http://127.0.0.1:8500\" (scheme, host and port only)")
     };
@@ -693,18 +695,18 @@ mod tests {
     #[test]
     fn consul_addresses_are_scheme_host_and_port() {
         assert_eq!(
-            parse_consul_address("http://127.0.0.1:8500/").as_deref(),
+            parse_http_address("http://127.0.0.1:8500/").as_deref(),
             Ok("http://127.0.0.1:8500")
         );
         assert_eq!(
-            parse_consul_address("https://consul.internal:8501").as_deref(),
+            parse_http_address("https://consul.internal:8501").as_deref(),
             Ok("https://consul.internal:8501")
         );
-        assert!(parse_consul_address("127.0.0.1:8500").is_err());
-        assert!(parse_consul_address("ftp://127.0.0.1:8500").is_err());
-        assert!(parse_consul_address("http://127.0.0.1:8500/v1").is_err());
-        assert!(parse_consul_address("http://user:pw@127.0.0.1:8500").is_err());
-        assert!(parse_consul_address("http://127.0.0.1:8500?dc=a").is_err());
+        assert!(parse_http_address("127.0.0.1:8500").is_err());
+        assert!(parse_http_address("ftp://127.0.0.1:8500").is_err());
+        assert!(parse_http_address("http://127.0.0.1:8500/v1").is_err());
+        assert!(parse_http_address("http://user:pw@127.0.0.1:8500").is_err());
+        assert!(parse_http_address("http://127.0.0.1:8500?dc=a").is_err());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct RegistrySection {
     pub state_file: Option<Spanned<String>>,
+    pub etcd: Option<Vec<Spanned<String>>>,
+    pub etcd_prefix: Option<Spanned<String>>,
     pub write_tokens: Option<Vec<Spanned<String>>>,
     pub read_tokens: Option<Vec<Spanned<String>>>,
     pub allow_addresses: Option<Vec<Spanned<String>>>,

@@ -15,6 +15,8 @@ use super::validate::Checker;
 pub const DEFAULT_MAX_SERVICES: usize = 10_000;
 /// The largest request body the registry reads, by default.
 pub const DEFAULT_MAX_BODY: u64 = 64 * 1024;
+/// Where the registry keeps its instances in etcd, by default.
+pub const DEFAULT_ETCD_PREFIX: &str = "/usherd/registry";
 
 /// The registry's settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -22,6 +24,11 @@ pub struct Registry {
     /// Where registrations are kept across restarts (relative paths start at
     /// the config file's directory); `None`: in memory only.
     pub state_file: Option<PathBuf>,
+    /// The etcd cluster that keeps the registrations, shared by every usherd
+    /// pointed at it (`http://host:port` each); empty: this usherd alone.
+    pub etcd: Vec<String>,
+    /// The key prefix of the registrations in etcd.
+    pub etcd_prefix: String,
     /// Tokens that may register, deregister and update checks. Empty: anyone
     /// who can reach the admin listener may.
     #[serde(serialize_with = "serialize::secrets")]
@@ -96,11 +103,62 @@ impl Checker<'_> {
             None => DEFAULT_MAX_BODY,
             Some(value) => self.size(value, "max_body").unwrap_or(DEFAULT_MAX_BODY),
         };
+        let etcd: Vec<String> = body
+            .etcd
+            .iter()
+            .flatten()
+            .filter_map(
+                |endpoint| match super::discovery::parse_http_address(endpoint.get_ref()) {
+                    Ok(address) if address.starts_with("http://") => Some(address),
+                    Ok(_) => {
+                        self.error(
+                            endpoint.span(),
+                            "etcd endpoints are plain http://host:port for now".into(),
+                        );
+                        None
+                    }
+                    Err(message) => {
+                        self.error(endpoint.span(), message);
+                        None
+                    }
+                },
+            )
+            .collect();
+        if let (Some(list), Some(file)) = (&body.etcd, &body.state_file) {
+            if !list.is_empty() {
+                self.error(
+                    file.span(),
+                    "give state_file or etcd, not both: with etcd the registrations are kept there"
+                        .into(),
+                );
+            }
+        }
+        let etcd_prefix = match &body.etcd_prefix {
+            None => DEFAULT_ETCD_PREFIX.to_string(),
+            Some(prefix) => {
+                let text = prefix.get_ref().trim_end_matches('/');
+                if !text.starts_with('/') || text.len() < 2 {
+                    self.error(
+                        prefix.span(),
+                        "etcd_prefix must start with `/`, like \"/usherd/registry\"".into(),
+                    );
+                }
+                if body.etcd.as_ref().is_none_or(Vec::is_empty) {
+                    self.error(
+                        prefix.span(),
+                        "etcd_prefix needs etcd, the endpoints".into(),
+                    );
+                }
+                text.to_string()
+            }
+        };
         Some(Registry {
             state_file: body
                 .state_file
                 .as_ref()
                 .map(|path| self.config_path(path.get_ref())),
+            etcd,
+            etcd_prefix,
             write_tokens,
             read_tokens,
             allow_addresses,

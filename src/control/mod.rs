@@ -322,13 +322,16 @@ impl App {
     }
 
     /// Starts, updates or stops the registry to match `config`. A registry
-    /// that keeps its state file keeps its catalog across a reload.
+    /// that keeps its state file (or its etcd store) keeps its catalog across
+    /// a reload.
     fn sync_registry(&self, config: &Config) {
         let own = self.bound.load().addresses();
         let mut slot = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         match (&config.registry, slot.as_ref()) {
             (Some(settings), Some(running))
-                if running.settings().state_file == settings.state_file =>
+                if running.settings().state_file == settings.state_file
+                    && running.settings().etcd == settings.etcd
+                    && running.settings().etcd_prefix == settings.etcd_prefix =>
             {
                 running.update(settings);
             }

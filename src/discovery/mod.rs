@@ -214,6 +214,9 @@ struct RegistryFeed {
 impl RegistryFeed {
     fn lookup(&mut self) -> Answer {
         self.changes.borrow_and_update();
+        if !self.registry.loaded() {
+            return Answer::Failed("the registry has not read its catalog from etcd yet".into());
+        }
         let (servers, _) =
             self.registry
                 .servers_of(&self.service, self.tag.as_deref(), self.passing);

@@ -10,8 +10,6 @@
 //! A config this instance refuses is reported in its member key and
 //! `/status`; the old one keeps serving.
 
-pub mod etcd;
-
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +19,8 @@ use tokio::sync::Notify;
 
 use crate::app::App;
 use crate::config::{parse_config_at, Config};
+use crate::etcd::{Etcd, Event};
 use crate::reload::{ReloadError, Trigger};
-use etcd::{Etcd, Event};
 
 /// How long one etcd call may take per endpoint.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);

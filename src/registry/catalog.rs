@@ -3,7 +3,7 @@
 //! `X-Consul-Index`). Pure data and rules, no IO: the registry around it
 //! runs checks, persists, and wakes blocking readers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -257,6 +257,12 @@ pub struct Catalog {
     /// Eureka's delta reads. Not kept across restarts.
     #[serde(skip)]
     pub removed: VecDeque<(SystemTime, Instance)>,
+    /// Ids of instances changed here (registered, removed, a check's state
+    /// or expiry, a lease) since the registry last took them, for a
+    /// registry kept in etcd to write. Changes that came from etcd are not
+    /// in it.
+    #[serde(skip)]
+    dirty: BTreeSet<String>,
 }
 
 impl Catalog {
@@ -298,9 +304,46 @@ impl Catalog {
             .unwrap_or(1)
     }
 
+    /// The ids changed here since the last call.
+    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// An instance as the shared store holds it (another usherd changed
+    /// it): replaces the local one, moves the index; not dirty.
+    pub fn store_put(&mut self, instance: Instance) {
+        let old_service = self
+            .instances
+            .get(&instance.id)
+            .map(|old| old.service.clone())
+            .filter(|old| *old != instance.service);
+        if let Some(service) = old_service {
+            self.touch(&service);
+        }
+        let index = self.touch(&instance.service);
+        let mut instance = instance;
+        instance.modify_index = index;
+        if !self.instances.contains_key(&instance.id) {
+            instance.create_index = index;
+        }
+        self.instances.insert(instance.id.clone(), instance);
+    }
+
+    /// An instance the shared store no longer holds; not dirty.
+    pub fn store_remove(&mut self, id: &str) -> Option<Instance> {
+        let removed = self.instances.get(id).cloned()?;
+        let dirty_before = self.dirty.contains(id);
+        self.deregister(id);
+        if !dirty_before {
+            self.dirty.remove(id);
+        }
+        Some(removed)
+    }
+
     /// Marks an instance changed: the service's index moves, and the
     /// instance records it.
     fn touch_instance(&mut self, id: &str, now: SystemTime) {
+        self.dirty.insert(id.to_string());
         let Some(service) = self.instances.get(id).map(|i| i.service.clone()) else {
             return;
         };
@@ -326,6 +369,7 @@ impl Catalog {
         }
         instance.modify_index = index;
         instance.modified_at = SystemTime::now();
+        self.dirty.insert(instance.id.clone());
         self.instances.insert(instance.id.clone(), instance);
         index
     }
@@ -335,6 +379,7 @@ impl Catalog {
         match self.instances.remove(id) {
             Some(instance) => {
                 self.touch(&instance.service);
+                self.dirty.insert(id.to_string());
                 let now = SystemTime::now();
                 while self.removed.front().is_some_and(|(at, _)| {
                     now.duration_since(*at).unwrap_or_default() > DELTA_RETENTION
@@ -370,6 +415,7 @@ impl Catalog {
                 check.expires = Some(now + *ttl);
             }
         }
+        self.dirty.insert(id.to_string());
         Some(())
     }
 
@@ -404,6 +450,7 @@ impl Catalog {
         let check = &mut instance.checks[position];
         if let Probe::Ttl { ttl } = check.probe {
             check.expires = Some(now + ttl);
+            self.dirty.insert(instance_id.clone());
         }
         let output = output.unwrap_or_else(|| check.output.clone());
         if check.status == status && check.output == output {

@@ -10,6 +10,7 @@ mod catalog;
 mod checks;
 pub mod consul;
 pub mod eureka;
+mod replica;
 mod store;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct Registry {
     /// The HTTP and TCP checks running, by check id.
     probes: Mutex<HashMap<String, JoinHandle<()>>>,
     store: Option<store::Store>,
+    /// The link to etcd, for a registry kept there.
+    replica: std::sync::OnceLock<Arc<replica::Replica>>,
     sweeper: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -85,8 +88,14 @@ impl Registry {
             own: ArcSwap::from_pointee(own),
             probes: Mutex::default(),
             store,
+            replica: std::sync::OnceLock::new(),
             sweeper: Mutex::default(),
         });
+        if !settings.etcd.is_empty() {
+            let link =
+                replica::Replica::start(&registry, settings.etcd.clone(), &settings.etcd_prefix);
+            registry.replica.set(link).ok();
+        }
         registry.sweep(SystemTime::now());
         let instances: Vec<Instance> =
             registry.read(|catalog| catalog.instances.values().cloned().collect());
@@ -120,6 +129,9 @@ impl Registry {
 
     /// Stops the checks and the sweeper, and writes the state file a last time.
     pub fn stop(&self) {
+        if let Some(replica) = self.replica.get() {
+            replica.stop();
+        }
         if let Some(sweeper) = self
             .sweeper
             .lock()
@@ -155,6 +167,12 @@ impl Registry {
     fn write<T>(&self, change: impl FnOnce(&mut Catalog) -> (T, bool)) -> T {
         let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
         let (result, changed) = change(&mut catalog);
+        let dirty = catalog.take_dirty();
+        if let Some(replica) = self.replica.get() {
+            if !dirty.is_empty() {
+                replica.changed(dirty);
+            }
+        }
         if changed {
             let index = catalog.index;
             if let Some(store) = &self.store {
@@ -164,6 +182,69 @@ impl Registry {
             self.changed.send_replace(index);
         }
         result
+    }
+
+    /// An instance as etcd holds it now (`None`: gone), written by another
+    /// usherd: replaces the local one; readers are woken.
+    fn apply_stored(self: &Arc<Self>, id: &str, instance: Option<Instance>) {
+        let (old, new) = {
+            let mut catalog = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            let old = match &instance {
+                Some(instance) => {
+                    let old = catalog.instances.get(id).cloned();
+                    catalog.store_put(instance.clone());
+                    old
+                }
+                None => catalog.store_remove(id),
+            };
+            catalog.take_dirty();
+            let index = catalog.index;
+            drop(catalog);
+            self.changed.send_replace(index);
+            (old, instance)
+        };
+        if let Some(old) = &old {
+            self.stop_probes(old);
+        }
+        if let Some(new) = &new {
+            self.start_probes(new);
+        }
+    }
+
+    /// This usherd took over the HTTP and TCP checks (`leading`) or gave
+    /// them up, in a registry kept in etcd.
+    fn checks_moved(self: &Arc<Self>, leading: bool) {
+        let instances: Vec<Instance> =
+            self.read(|catalog| catalog.instances.values().cloned().collect());
+        for instance in &instances {
+            if leading {
+                self.start_probes(instance);
+            } else {
+                self.stop_probes(instance);
+            }
+        }
+    }
+
+    /// Whether the catalog can be read: a registry kept in etcd has read it once.
+    pub fn loaded(&self) -> bool {
+        self.replica
+            .get()
+            .is_none_or(|replica| replica.loaded.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// For `/status`: `None` for a registry of its own, else whether it is
+    /// stale, its last error, and whether this usherd runs the HTTP and TCP checks.
+    pub fn store_state(&self) -> Option<(bool, Option<String>, bool)> {
+        self.replica.get().map(|replica| {
+            let (stale, error) = replica.state();
+            (
+                stale,
+                error,
+                replica
+                    .leads_checks
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
     }
 
     /// Waits until the catalog changes after `index` or `wait` passes.
@@ -275,6 +356,15 @@ impl Registry {
     }
 
     fn start_probes(self: &Arc<Self>, instance: &Instance) {
+        // In a registry kept in etcd, one usherd runs them.
+        let runs_checks = self.replica.get().is_none_or(|replica| {
+            replica
+                .leads_checks
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        if !runs_checks {
+            return;
+        }
         let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
         for check in &instance.checks {
             if let Some(task) = checks::spawn(self, check) {

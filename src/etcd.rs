@@ -1,4 +1,5 @@
-//! A small etcd v3 client over etcd's JSON gateway (`POST /v3/...`, keys
+//! A small etcd v3 client (for the fleet and the registry kept in etcd)
+//! over etcd's JSON gateway (`POST /v3/...`, keys
 //! and values in base64, 64-bit numbers as strings): get, range by prefix,
 //! put with a lease, delete, lease grant / keep-alive / revoke, and the
 //! streaming watch. Each call goes to the endpoint that answered last and
@@ -98,6 +99,43 @@ impl Etcd {
         }
         let answer = self.call("/v3/kv/put", body).await?;
         Ok(revision(&answer))
+    }
+
+    /// Puts `value` at `key` (attached to `lease`, 0: none) if the key's mod
+    /// revision is still `expected` (0: the key does not exist); with
+    /// `value` `None`, deletes it under the same condition.
+    /// `Ok(Ok(revision))` when done, `Ok(Err(now))` with what the key holds
+    /// now when the condition failed.
+    pub async fn swap(
+        &self,
+        key: &str,
+        expected: i64,
+        value: Option<&[u8]>,
+        lease: i64,
+    ) -> Result<Result<i64, Option<Kv>>, String> {
+        let key64 = encode(key.as_bytes());
+        let request = match value {
+            Some(value) if lease != 0 => {
+                json!({ "request_put": { "key": key64, "value": encode(value), "lease": lease.to_string() } })
+            }
+            Some(value) => json!({ "request_put": { "key": key64, "value": encode(value) } }),
+            None => json!({ "request_delete_range": { "key": key64 } }),
+        };
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{ "key": key64, "result": "EQUAL", "target": "MOD", "mod_revision": expected.to_string() }],
+                    "success": [request],
+                    "failure": [{ "request_range": { "key": key64 } }],
+                }),
+            )
+            .await?;
+        if answer["succeeded"] == json!(true) {
+            return Ok(Ok(revision(&answer)));
+        }
+        let now = kvs(&answer["responses"][0]["response_range"])?.pop();
+        Ok(Err(now))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), String> {
