@@ -1,6 +1,6 @@
 //! Discovery: sources that find an upstream's servers at run time: DNS
-//! (`dns.rs`), usherd's own registry, a Consul agent (`consul.rs`) and a
-//! Eureka server (`eureka.rs`).
+//! (`dns.rs`), usherd's own registry, a Consul agent (`consul.rs`), a
+//! Eureka server (`eureka.rs`) and ZooKeeper (`zookeeper.rs`, watched).
 //! Each source is a task that asks again every `refresh` (a registry source
 //! also as soon as the catalog changes; a consul source asks with blocking
 //! queries, which the agent answers when the service changes) and hands every set that differs from the last one to the
@@ -18,6 +18,7 @@
 mod consul;
 mod dns;
 mod eureka;
+mod zookeeper;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,7 @@ use crate::registry::Registry;
 pub use consul::ConsulSource;
 pub use dns::DnsSource;
 pub use eureka::EurekaSource;
+pub use zookeeper::ZookeeperSource;
 
 /// What one lookup gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +201,7 @@ enum Source {
     Registry(RegistryFeed),
     Consul(Box<ConsulSource>),
     Eureka(Box<EurekaSource>),
+    Zookeeper(Box<ZookeeperSource>),
 }
 
 /// A `registry` source: the instances of one service, looked at again as
@@ -260,6 +263,10 @@ impl Source {
                 EurekaSource::new(source, settings.timeout)
                     .map(|eureka| Source::Eureka(Box::new(eureka)))
             }
+            (source @ DiscoverySource::Zookeeper { .. }, _) => {
+                ZookeeperSource::new(source).map(|zookeeper| Source::Zookeeper(Box::new(zookeeper)))
+            }
+            (DiscoverySource::Etcd { .. }, _) => Err("this build has no etcd source yet".into()),
             (source, _) => {
                 DnsSource::new(source, settings.timeout).map(|dns| Source::Dns(Box::new(dns)))
             }
@@ -278,6 +285,17 @@ impl Source {
                     Err(_) => Answer::Failed(format!(
                         "no answer within {}",
                         humantime::format_duration(timeout * 2)
+                    )),
+                }
+            }
+            // Connecting and the reads since the last answer; a change
+            // waits in `pause`, not here.
+            Source::Zookeeper(zookeeper) => {
+                match tokio::time::timeout(timeout, zookeeper.lookup()).await {
+                    Ok(answer) => answer,
+                    Err(_) => Answer::Failed(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout)
                     )),
                 }
             }
@@ -300,6 +318,7 @@ impl Source {
                 let _ = tokio::time::timeout(wait, feed.changes.changed()).await;
             }
             Source::Consul(consul) => consul.pause(wait).await,
+            Source::Zookeeper(zookeeper) => zookeeper.pause(wait).await,
             Source::Dns(_) | Source::Eureka(_) => tokio::time::sleep(wait).await,
         }
     }
@@ -495,7 +514,9 @@ impl Follower {
             }
             DiscoverySource::Registry { .. }
             | DiscoverySource::Consul { .. }
-            | DiscoverySource::Eureka { .. } => false,
+            | DiscoverySource::Eureka { .. }
+            | DiscoverySource::Zookeeper { .. }
+            | DiscoverySource::Etcd { .. } => false,
         };
         if respect_ttl {
             ttl.max(Duration::from_secs(1)).min(self.settings.refresh)
