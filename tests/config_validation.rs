@@ -748,6 +748,89 @@ fn zookeeper_source_settings_are_checked() {
 }
 
 #[test]
+fn etcd_source_settings_are_checked() {
+    let with =
+        |keys: &str| format!("{BASE}\n[upstreams.app.discovery]\nsource = \"etcd\"\n{keys}\n");
+    let text = with("prefix = \"/services/api/\"");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `endpoints`",
+    );
+    let text = with("endpoints = [\"http://127.0.0.1:2379\"]");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `prefix`",
+    );
+    for (bad, needle) in [
+        ("endpoints = []", "endpoints must name at least one etcd"),
+        (
+            "endpoints = [\"127.0.0.1:2379\"]",
+            "is not an etcd client URL",
+        ),
+        (
+            "endpoints = [\"http://127.0.0.1:2379/v3\"]",
+            "is not an etcd client URL",
+        ),
+        ("prefix = \"\"", "prefix must not be empty"),
+        (
+            "service = \"api\"",
+            "`service` does not apply to source etcd",
+        ),
+        ("tag = \"blue\"", "`tag` does not apply to source etcd"),
+        ("weight = 3", "`weight` does not apply to source etcd"),
+        (
+            "token = \"abc\"",
+            "`token` applies only to sources consul and eureka",
+        ),
+        (
+            "hosts = \"127.0.0.1:2181\"",
+            "`hosts` applies only to source zookeeper",
+        ),
+        (
+            "session_timeout = \"5s\"",
+            "`session_timeout` applies only to source zookeeper",
+        ),
+    ] {
+        let endpoints = if bad.starts_with("endpoints") {
+            ""
+        } else {
+            "endpoints = [\"http://127.0.0.1:2379\"]\n"
+        };
+        let prefix = if bad.starts_with("prefix") {
+            ""
+        } else {
+            "prefix = \"/services/api/\"\n"
+        };
+        let text = with(&format!("{endpoints}{prefix}{bad}"));
+        assert_error(&text, line_of(&text, bad), needle);
+    }
+    let text = format!(
+        "{BASE}\n[upstreams.app.discovery]\nsource = \"registry\"\nservice = \"api\"\nprefix = \"/x/\"\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "prefix ="),
+        "`prefix` applies only to source etcd",
+    );
+
+    let text = with(
+        "endpoints = [\"http://127.0.0.1:2379/\", \"https://etcd.internal:2379\"]\nprefix = \"/services/api/\"",
+    );
+    let config = parse_config(&text, "ok.toml").unwrap();
+    let discovery = config.upstreams[0].discovery.as_ref().unwrap();
+    let usherd::config::DiscoverySource::Etcd { endpoints, prefix } = &discovery.source else {
+        panic!("not an etcd source: {discovery:?}");
+    };
+    assert_eq!(
+        endpoints,
+        &["http://127.0.0.1:2379", "https://etcd.internal:2379"]
+    );
+    assert_eq!(prefix, "/services/api/");
+}
+
+#[test]
 fn a_consul_token_file_is_read_relative_to_the_config() {
     let file = support::tempfile_path::TempPath::new("usherd", "toml");
     std::fs::write(file.directory().join("consul.token"), "3f0c-token\n").unwrap();

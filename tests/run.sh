@@ -20,6 +20,7 @@ declare -A needed=(
   [dnsmasq]=dnsmasq-base      # a real DNS server for discovery
   [docker-compose]=docker-compose  # the Compose example (tests/compose.rs)
   [debootstrap]=debootstrap   # its base image, when it cannot be pulled
+  [etcd]=etcd-server          # a real etcd for source = "etcd"
 )
 missing=()
 for command in "${!needed[@]}"; do

@@ -1,6 +1,7 @@
 //! Discovery: sources that find an upstream's servers at run time: DNS
 //! (`dns.rs`), usherd's own registry, a Consul agent (`consul.rs`), a
-//! Eureka server (`eureka.rs`) and ZooKeeper (`zookeeper.rs`, watched).
+//! Eureka server (`eureka.rs`), ZooKeeper (`zookeeper.rs`, watched) and
+//! etcd (`etcd.rs`, watched).
 //! Each source is a task that asks again every `refresh` (a registry source
 //! also as soon as the catalog changes; a consul source asks with blocking
 //! queries, which the agent answers when the service changes) and hands every set that differs from the last one to the
@@ -17,6 +18,7 @@
 
 mod consul;
 mod dns;
+mod etcd;
 mod eureka;
 mod zookeeper;
 
@@ -34,6 +36,7 @@ use crate::registry::Registry;
 
 pub use consul::ConsulSource;
 pub use dns::DnsSource;
+pub use etcd::EtcdSource;
 pub use eureka::EurekaSource;
 pub use zookeeper::ZookeeperSource;
 
@@ -202,6 +205,7 @@ enum Source {
     Consul(Box<ConsulSource>),
     Eureka(Box<EurekaSource>),
     Zookeeper(Box<ZookeeperSource>),
+    Etcd(Box<EtcdSource>),
 }
 
 /// A `registry` source: the instances of one service, looked at again as
@@ -266,7 +270,9 @@ impl Source {
             (source @ DiscoverySource::Zookeeper { .. }, _) => {
                 ZookeeperSource::new(source).map(|zookeeper| Source::Zookeeper(Box::new(zookeeper)))
             }
-            (DiscoverySource::Etcd { .. }, _) => Err("this build has no etcd source yet".into()),
+            (source @ DiscoverySource::Etcd { .. }, _) => {
+                EtcdSource::new(source, settings.timeout).map(|etcd| Source::Etcd(Box::new(etcd)))
+            }
             (source, _) => {
                 DnsSource::new(source, settings.timeout).map(|dns| Source::Dns(Box::new(dns)))
             }
@@ -299,6 +305,9 @@ impl Source {
                     )),
                 }
             }
+            // Its own limits: the range and creating the watch, `timeout`
+            // each; events wait in `pause`.
+            Source::Etcd(etcd) => etcd.lookup().await,
             Source::Dns(dns) => match tokio::time::timeout(timeout, dns.lookup()).await {
                 Ok(answer) => answer,
                 Err(_) => Answer::Failed(format!(
@@ -319,6 +328,7 @@ impl Source {
             }
             Source::Consul(consul) => consul.pause(wait).await,
             Source::Zookeeper(zookeeper) => zookeeper.pause(wait).await,
+            Source::Etcd(etcd) => etcd.pause(wait).await,
             Source::Dns(_) | Source::Eureka(_) => tokio::time::sleep(wait).await,
         }
     }
