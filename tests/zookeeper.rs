@@ -13,6 +13,7 @@ mod support;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use support::follow::{discovery, serving, until_serving, until_state};
@@ -22,6 +23,42 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
 const ZK_SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
+
+/// Every warning logged in this test binary, as text.
+static WARNINGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        WARNINGS.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs warnings (of every test here) into `WARNINGS`.
+fn capture_warnings() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// How many warnings say a node named `node` is skipped.
+fn skipped_warnings(node: &str) -> usize {
+    let text = String::from_utf8_lossy(&WARNINGS.lock().unwrap()).into_owned();
+    text.lines()
+        .filter(|line| line.contains("instance node is skipped") && line.contains(node))
+        .count()
+}
 
 /// A ZooKeeper server in the foreground on 127.0.0.1, killed by its PID
 /// when dropped. Its data directory outlives a `stop`, for a restart.
@@ -354,10 +391,12 @@ async fn a_stopped_zookeeper_leaves_the_set_stale_and_a_restarted_one_is_resynce
         echo_backend("b").await,
         echo_backend("c").await,
     );
+    capture_warnings();
     let mut zookeeper = tokio::task::block_in_place(ZooKeeper::start);
     let mut kazoo = Kazoo::start(&zookeeper).await;
     kazoo.add("i-a", &a).await;
     kazoo.add("i-b", &b).await;
+    kazoo.command("raw i-broken {oops").await;
     let proxy = start_proxy(&follower(
         &zookeeper,
         "500ms",
@@ -366,6 +405,7 @@ async fn a_stopped_zookeeper_leaves_the_set_stale_and_a_restarted_one_is_resynce
     .await;
     until_serving(&proxy, &["a", "b"], Duration::from_secs(10)).await;
     until_state(&proxy, "ok", Duration::from_secs(1)).await;
+    assert_eq!(skipped_warnings("i-broken"), 1);
 
     // Down: the connection drops, the set stays, the source says stale.
     zookeeper.stop();
@@ -402,4 +442,6 @@ async fn a_stopped_zookeeper_leaves_the_set_stale_and_a_restarted_one_is_resynce
     until_serving(&proxy, &["b", "c"], Duration::from_secs(10)).await;
     let state = until_state(&proxy, "ok", Duration::from_secs(5)).await;
     assert_eq!(state["servers"], 2, "{state}");
+    // The bad node was read again by each resync, and warned of once.
+    assert_eq!(skipped_warnings("i-broken"), 1);
 }

@@ -243,6 +243,7 @@ impl ZookeeperSource {
             let mut instances = BTreeMap::new();
             let children = self.list(&client).await?;
             self.read(&client, children, &mut instances).await?;
+            self.warned.retain(|name| instances.contains_key(name));
             self.instances = Some(instances);
             self.resync = false;
             self.relist = false;
