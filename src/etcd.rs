@@ -14,10 +14,13 @@ use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+
+use crate::tls::{client_config, Verify};
 
 /// The largest answer read (a range of a prefix with many members).
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
@@ -42,8 +45,9 @@ pub enum Event {
 
 /// A client of one etcd cluster.
 pub struct Etcd {
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// `http://host:port`, without a trailing slash.
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `http://host:port` or `https://host:port` (verified against the
+    /// system's CA roots), without a trailing slash.
     endpoints: Vec<String>,
     /// The endpoint to try first: the one that answered last.
     current: AtomicUsize,
@@ -55,12 +59,20 @@ impl Etcd {
     /// per endpoint tried.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Etcd {
         let mut http = HttpConnector::new();
+        http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
+        // An idle watch sends nothing: a peer that vanished without closing
+        // the connection is found by TCP keepalive, within about 25 s.
+        http.set_keepalive(Some(Duration::from_secs(10)));
+        http.set_keepalive_interval(Some(Duration::from_secs(5)));
+        http.set_keepalive_retries(Some(3));
+        let connector =
+            HttpsConnector::from((http, client_config(Verify::SystemRoots, b"http/1.1")));
         Etcd {
             client: Client::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(2)
-                .build(http),
+                .build(connector),
             endpoints,
             current: AtomicUsize::new(0),
             timeout,
@@ -172,7 +184,8 @@ impl Etcd {
             .map(drop)
     }
 
-    /// Watches `key` (with `prefix`, every key under it) from `revision` on.
+    /// Watches `key` (with `prefix`, every key under it) from `revision` on;
+    /// set up (as etcd confirms) when this returns.
     pub async fn watch(&self, key: &str, prefix: bool, revision: i64) -> Result<Watch, String> {
         let mut request =
             json!({ "key": encode(key.as_bytes()), "start_revision": revision.to_string() });
@@ -180,15 +193,20 @@ impl Etcd {
             request["range_end"] = json!(encode(&prefix_end(key)));
         }
         let body = json!({ "create_request": request }).to_string();
-        let (response, _) = self.send("/v3/watch", Bytes::from(body)).await?;
+        let (response, endpoint) = self.send("/v3/watch", Bytes::from(body)).await?;
+        let status = response.status();
         let mut watch = Watch {
             body: response.into_body(),
             pending: BytesMut::new(),
         };
-        // The first message says the watch is set up.
-        let first = watch.message().await?;
-        if first["result"]["created"] != json!(true) {
-            return Err(format!("the watch was not created: {first}"));
+        // The first message says the watch is set up, or why not.
+        let first = tokio::time::timeout(self.timeout, watch.message())
+            .await
+            .map_err(|_| format!("{endpoint}/v3/watch: not set up within {:?}", self.timeout))??;
+        if status != StatusCode::OK || first["result"]["created"] != json!(true) {
+            return Err(format!(
+                "{endpoint}/v3/watch: not set up ({status}): {first}"
+            ));
         }
         Ok(watch)
     }

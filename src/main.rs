@@ -266,14 +266,18 @@ fn init_logging(format: LogFormat, default_level: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // h2 warns once per connection it ends for a reset flood, which a client
     // can repeat at will; usherd logs those itself, rate-limited
-    // (server/serve.rs). Unless RUST_LOG asks for h2 by name.
-    let names_h2 = std::env::var("RUST_LOG").is_ok_and(|directives| {
-        directives
+    // (server/serve.rs). zookeeper_client logs each connection it loses and
+    // each attempt to connect; the zookeeper source logs once when it turns
+    // stale and once when it recovers. Unless RUST_LOG asks for them by name.
+    let directives = std::env::var("RUST_LOG").unwrap_or_default();
+    for quiet in ["h2", "zookeeper_client"] {
+        let named = directives
             .split(',')
-            .any(|directive| directive.trim_start().starts_with("h2"))
-    });
-    if !names_h2 {
-        filter = filter.add_directive("h2=error".parse().expect("a valid directive"));
+            .any(|directive| directive.trim_start().starts_with(quiet));
+        if !named {
+            filter =
+                filter.add_directive(format!("{quiet}=error").parse().expect("a valid directive"));
+        }
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -357,7 +361,9 @@ fn summary(config: &Config) -> String {
             .collect();
         if let Some(discovery) = &upstream.discovery {
             let every = match discovery.source {
-                usherd::config::DiscoverySource::Registry { .. } => String::new(),
+                usherd::config::DiscoverySource::Registry { .. }
+                | usherd::config::DiscoverySource::Zookeeper { .. }
+                | usherd::config::DiscoverySource::Etcd { .. } => String::new(),
                 _ => format!(" every {}", humantime::format_duration(discovery.refresh)),
             };
             servers.push(format!(

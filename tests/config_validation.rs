@@ -609,7 +609,7 @@ fn consul_source_settings_are_checked() {
     assert_error(
         &text,
         line_of(&text, "service ="),
-        "applies only to sources registry, consul and eureka",
+        "applies only to sources registry, consul, eureka and zookeeper",
     );
     let text = with("address = \"http://127.0.0.1:8500/\"\nservice = \"api\"");
     let config = parse_config(&text, "ok.toml").unwrap();
@@ -628,6 +628,206 @@ fn consul_source_settings_are_checked() {
     assert_eq!(address, "http://127.0.0.1:8500");
     assert!(*passing && !*stale && token.is_none());
     assert_eq!(*wait, Duration::from_secs(300));
+}
+
+#[test]
+fn zookeeper_source_settings_are_checked() {
+    let with =
+        |keys: &str| format!("{BASE}\n[upstreams.app.discovery]\nsource = \"zookeeper\"\n{keys}\n");
+    let text = with("service = \"api\"");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `hosts`",
+    );
+    let text = with("hosts = \"127.0.0.1:2181\"");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `service`",
+    );
+    for (bad, needle) in [
+        (
+            "hosts = \"127.0.0.1:2181/chroot\"",
+            "give the path in `base_path`",
+        ),
+        ("hosts = \"127.0.0.1:99999\"", "is not 1-65535"),
+        ("hosts = \"zk1,,zk2\"", "an empty host"),
+        ("base_path = \"services\"", "is not a ZooKeeper path"),
+        ("base_path = \"/services/\"", "is not a ZooKeeper path"),
+        (
+            "session_timeout = \"500ms\"",
+            "session_timeout must be from 1s to 10m",
+        ),
+        (
+            "session_timeout = \"1h\"",
+            "session_timeout must be from 1s to 10m",
+        ),
+        (
+            "name = \"api.internal\"",
+            "`name` does not apply to source zookeeper",
+        ),
+        ("port = 8080", "`port` does not apply to source zookeeper"),
+        ("tag = \"blue\"", "`tag` does not apply to source zookeeper"),
+        (
+            "passing = true",
+            "`passing` does not apply to source zookeeper",
+        ),
+        (
+            "address = \"http://127.0.0.1:8500\"",
+            "`address` applies only to sources consul and eureka",
+        ),
+        (
+            "token = \"abc\"",
+            "`token` applies only to sources consul and eureka",
+        ),
+        ("wait = \"1m\"", "`wait` applies only to source consul"),
+        (
+            "endpoints = [\"http://127.0.0.1:2379\"]",
+            "`endpoints` applies only to source etcd",
+        ),
+        (
+            "prefix = \"/services/api/\"",
+            "`prefix` applies only to source etcd",
+        ),
+    ] {
+        let hosts = if bad.starts_with("hosts") {
+            ""
+        } else {
+            "hosts = \"127.0.0.1:2181\"\n"
+        };
+        let text = with(&format!("{hosts}service = \"api\"\n{bad}"));
+        assert_error(&text, line_of(&text, bad), needle);
+    }
+    let text = with("service = \"a/b\"\nhosts = \"127.0.0.1:2181\"");
+    assert_error(
+        &text,
+        line_of(&text, "service ="),
+        "not a ZooKeeper node name",
+    );
+    // The zookeeper keys, refused elsewhere.
+    let text = format!(
+        "{BASE}\n[upstreams.app.discovery]\nsource = \"consul\"\naddress = \"http://127.0.0.1:8500\"\nservice = \"api\"\nhosts = \"127.0.0.1:2181\"\nsession_timeout = \"5s\"\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "hosts = \"127"),
+        "`hosts` applies only to source zookeeper",
+    );
+    assert_error(
+        &text,
+        line_of(&text, "session_timeout ="),
+        "`session_timeout` applies only to source zookeeper",
+    );
+    let text = format!(
+        "{BASE}\n[upstreams.app.discovery]\nsource = \"dns\"\nname = \"api\"\nport = 80\nbase_path = \"/services\"\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "base_path ="),
+        "`base_path` applies only to source zookeeper",
+    );
+
+    let text = with("hosts = \"127.0.0.1:2181, 127.0.0.1:2182\"\nservice = \"api\"");
+    let config = parse_config(&text, "ok.toml").unwrap();
+    let discovery = config.upstreams[0].discovery.as_ref().unwrap();
+    let usherd::config::DiscoverySource::Zookeeper {
+        hosts,
+        base_path,
+        service,
+        session_timeout,
+    } = &discovery.source
+    else {
+        panic!("not a zookeeper source: {discovery:?}");
+    };
+    assert_eq!(hosts, "127.0.0.1:2181,127.0.0.1:2182");
+    assert_eq!(base_path, "/services");
+    assert_eq!(service, "api");
+    assert_eq!(*session_timeout, Duration::from_secs(10));
+    assert_eq!(discovery.empty_after, Duration::from_secs(10));
+}
+
+#[test]
+fn etcd_source_settings_are_checked() {
+    let with =
+        |keys: &str| format!("{BASE}\n[upstreams.app.discovery]\nsource = \"etcd\"\n{keys}\n");
+    let text = with("prefix = \"/services/api/\"");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `endpoints`",
+    );
+    let text = with("endpoints = [\"http://127.0.0.1:2379\"]");
+    assert_error(
+        &text,
+        line_of(&text, "[upstreams.app.discovery]"),
+        "needs `prefix`",
+    );
+    for (bad, needle) in [
+        ("endpoints = []", "endpoints must name at least one etcd"),
+        (
+            "endpoints = [\"127.0.0.1:2379\"]",
+            "is not an etcd client URL",
+        ),
+        (
+            "endpoints = [\"http://127.0.0.1:2379/v3\"]",
+            "is not an etcd client URL",
+        ),
+        ("prefix = \"\"", "prefix must not be empty"),
+        (
+            "service = \"api\"",
+            "`service` does not apply to source etcd",
+        ),
+        ("tag = \"blue\"", "`tag` does not apply to source etcd"),
+        ("weight = 3", "`weight` does not apply to source etcd"),
+        (
+            "token = \"abc\"",
+            "`token` applies only to sources consul and eureka",
+        ),
+        (
+            "hosts = \"127.0.0.1:2181\"",
+            "`hosts` applies only to source zookeeper",
+        ),
+        (
+            "session_timeout = \"5s\"",
+            "`session_timeout` applies only to source zookeeper",
+        ),
+    ] {
+        let endpoints = if bad.starts_with("endpoints") {
+            ""
+        } else {
+            "endpoints = [\"http://127.0.0.1:2379\"]\n"
+        };
+        let prefix = if bad.starts_with("prefix") {
+            ""
+        } else {
+            "prefix = \"/services/api/\"\n"
+        };
+        let text = with(&format!("{endpoints}{prefix}{bad}"));
+        assert_error(&text, line_of(&text, bad), needle);
+    }
+    let text = format!(
+        "{BASE}\n[upstreams.app.discovery]\nsource = \"registry\"\nservice = \"api\"\nprefix = \"/x/\"\n"
+    );
+    assert_error(
+        &text,
+        line_of(&text, "prefix ="),
+        "`prefix` applies only to source etcd",
+    );
+
+    let text = with(
+        "endpoints = [\"http://127.0.0.1:2379/\", \"https://etcd.internal:2379\"]\nprefix = \"/services/api/\"",
+    );
+    let config = parse_config(&text, "ok.toml").unwrap();
+    let discovery = config.upstreams[0].discovery.as_ref().unwrap();
+    let usherd::config::DiscoverySource::Etcd { endpoints, prefix } = &discovery.source else {
+        panic!("not an etcd source: {discovery:?}");
+    };
+    assert_eq!(
+        endpoints,
+        &["http://127.0.0.1:2379", "https://etcd.internal:2379"]
+    );
+    assert_eq!(prefix, "/services/api/");
 }
 
 #[test]

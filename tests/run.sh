@@ -20,7 +20,7 @@ declare -A needed=(
   [dnsmasq]=dnsmasq-base      # a real DNS server for discovery
   [docker-compose]=docker-compose  # the Compose example (tests/compose.rs)
   [debootstrap]=debootstrap   # its base image, when it cannot be pulled
-  [etcd]=etcd-server          # a real etcd cluster for the fleet (tests/fleet.rs)
+  [etcd]=etcd-server          # a real etcd: the fleet (tests/fleet.rs) and source = "etcd"
 )
 missing=()
 for command in "${!needed[@]}"; do
@@ -30,6 +30,8 @@ for command in "${!needed[@]}"; do
 done
 # `python3 -m venv` needs Debian's python3-venv where python3 is Debian's.
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# A real ZooKeeper for source = "zookeeper" (pulls a JRE); not on PATH.
+[ -x /usr/share/zookeeper/bin/zkServer.sh ] || missing+=(zookeeper)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   sudo=""
@@ -46,7 +48,7 @@ fi
 
 # Real client libraries written by others, each in a venv of its own under
 # target/ (py-consul and python-consul2 both install a `consul` module).
-python_clients=(py-consul==1.8.0 python-consul2==0.1.5 py-eureka-client==0.13.3)
+python_clients=(py-consul==1.8.0 python-consul2==0.1.5 py-eureka-client==0.13.3 kazoo==2.11.0)
 for client in "${python_clients[@]}"; do
   venv="target/test-python/${client%%==*}"
   if [ ! -x "$venv/bin/python" ]; then

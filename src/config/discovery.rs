@@ -23,6 +23,15 @@ const MIN_REFRESH: Duration = Duration::from_millis(100);
 pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(300);
 /// The shortest and longest `wait` allowed (10 minutes is Consul's cap).
 const CONSUL_WAIT_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(600));
+/// Where Curator's x-discovery (and Spring Cloud Zookeeper) register, by default.
+pub const DEFAULT_ZOOKEEPER_BASE_PATH: &str = "/services";
+/// The ZooKeeper session timeout asked for, by default (kazoo's too).
+pub const DEFAULT_ZOOKEEPER_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest and longest `session_timeout` allowed.
+const ZOOKEEPER_SESSION_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(600));
+/// ZooKeeper's client port, when `hosts` names none.
+const ZOOKEEPER_PORT: u16 = 2181;
 
 /// An upstream's discovery source and the rules it follows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,6 +114,26 @@ pub enum DiscoverySource {
         #[serde(serialize_with = "serialize::secret")]
         token: Option<String>,
     },
+    /// The instances of `service` in ZooKeeper, in Curator x-discovery's
+    /// layout (`base_path/service/instance-id`, each node a JSON
+    /// `ServiceInstance`), watched: a change is read when ZooKeeper says so.
+    Zookeeper {
+        /// `host:port,host:port`: ZooKeeper's connect string, without a chroot.
+        hosts: String,
+        /// `/services`: absolute, without a trailing slash.
+        base_path: String,
+        service: String,
+        /// The session timeout asked of ZooKeeper.
+        #[serde(serialize_with = "serialize::duration")]
+        session_timeout: Duration,
+    },
+    /// Every key under `prefix` in etcd (v3, through its JSON gateway) holds
+    /// `{"address", "port", "weight"}`; read once, then watched.
+    Etcd {
+        /// `http://host:port`, one or more, without a path.
+        endpoints: Vec<String>,
+        prefix: String,
+    },
 }
 
 impl DiscoverySource {
@@ -129,10 +158,22 @@ impl DiscoverySource {
             DiscoverySource::Eureka {
                 address, service, ..
             } => format!("eureka {service} at {address}"),
+            DiscoverySource::Zookeeper {
+                hosts,
+                base_path,
+                service,
+                ..
+            } => format!(
+                "zookeeper {} at {hosts}",
+                zookeeper_service_path(base_path, service)
+            ),
+            DiscoverySource::Etcd { endpoints, prefix } => {
+                format!("etcd {prefix} at {}", endpoints.join(","))
+            }
         }
     }
 
-    /// `dns`, `srv`, `registry`, `consul` or `eureka`.
+    /// `dns`, `srv`, `registry`, `consul`, `eureka`, `zookeeper` or `etcd`.
     pub fn kind(&self) -> &'static str {
         match self {
             DiscoverySource::Dns { .. } => "dns",
@@ -140,8 +181,15 @@ impl DiscoverySource {
             DiscoverySource::Registry { .. } => "registry",
             DiscoverySource::Consul { .. } => "consul",
             DiscoverySource::Eureka { .. } => "eureka",
+            DiscoverySource::Zookeeper { .. } => "zookeeper",
+            DiscoverySource::Etcd { .. } => "etcd",
         }
     }
+}
+
+/// `/services` + `api` -> `/services/api` (`/` + `api` -> `/api`).
+pub fn zookeeper_service_path(base_path: &str, service: &str) -> String {
+    format!("{}/{service}", base_path.trim_end_matches('/'))
 }
 
 /// Which DNS servers are asked, and whether their TTLs count.
@@ -190,17 +238,36 @@ impl Checker<'_> {
         };
         let max_stale = self.max_stale(&body.max_stale);
         if matches!(source, "registry" | "consul" | "eureka") {
+            self.refuse_store_keys(body, source);
             return self.catalog_source(section, refresh, timeout, empty_after, max_stale);
         }
+        if matches!(source, "zookeeper" | "etcd") {
+            let source = if source == "zookeeper" {
+                self.zookeeper_source(section)
+            } else {
+                self.etcd_source(section)
+            };
+            return Some(Discovery {
+                source,
+                refresh,
+                timeout,
+                empty_after,
+                max_stale,
+            });
+        }
+        self.refuse(
+            [("service", body.service.as_ref().map(Spanned::span))],
+            "applies only to sources registry, consul, eureka and zookeeper",
+        );
         self.refuse(
             [
-                ("service", body.service.as_ref().map(Spanned::span)),
                 ("tag", body.tag.as_ref().map(Spanned::span)),
                 ("passing", body.passing.as_ref().map(Spanned::span)),
             ],
             "applies only to sources registry, consul and eureka",
         );
         self.refuse_consul_keys(body);
+        self.refuse_store_keys(body, source);
         let name = match &body.name {
             Some(name) => {
                 if let Err(message) = check_dns_name(name.get_ref(), source == "srv") {
@@ -242,7 +309,7 @@ impl Checker<'_> {
             other => {
                 self.error(
                     body.source.span(),
-                    format!("unknown discovery source `{other}`: use dns, srv, registry, consul or eureka"),
+                    format!("unknown discovery source `{other}`: use dns, srv, registry, consul, eureka, zookeeper or etcd"),
                 );
                 return None;
             }
@@ -270,20 +337,7 @@ impl Checker<'_> {
     ) -> Option<Discovery> {
         let body = section.get_ref();
         let kind = body.source.get_ref().as_str();
-        let why = format!(
-            "does not apply to source {kind}: instances register their address, port and weights"
-        );
-        self.refuse(
-            [
-                ("name", body.name.as_ref().map(Spanned::span)),
-                ("port", body.port.as_ref().map(Spanned::span)),
-                ("family", body.family.as_ref().map(Spanned::span)),
-                ("weight", body.weight.as_ref().map(Spanned::span)),
-                ("resolvers", body.resolvers.as_ref().map(Spanned::span)),
-                ("respect_ttl", body.respect_ttl.as_ref().map(Spanned::span)),
-            ],
-            &why,
-        );
+        self.refuse_registered_keys(body, kind);
         let service = match &body.service {
             Some(service) if !service.get_ref().trim().is_empty() => service.get_ref().clone(),
             Some(service) => {
@@ -348,6 +402,196 @@ impl Checker<'_> {
             empty_after,
             max_stale,
         })
+    }
+
+    /// `source = "zookeeper"`: `hosts` and `service` (required),
+    /// `base_path` and `session_timeout`.
+    fn zookeeper_source(&mut self, section: &Spanned<DiscoverySection>) -> DiscoverySource {
+        let body = section.get_ref();
+        self.refuse_registered_keys(body, "zookeeper");
+        self.refuse(
+            [
+                ("tag", body.tag.as_ref().map(Spanned::span)),
+                ("passing", body.passing.as_ref().map(Spanned::span)),
+            ],
+            "does not apply to source zookeeper: every instance node under the service is routed",
+        );
+        self.refuse_consul_keys(body);
+        self.refuse_store_keys(body, "zookeeper");
+        let hosts = match &body.hosts {
+            Some(hosts) => match parse_zookeeper_hosts(hosts.get_ref()) {
+                Ok(hosts) => hosts,
+                Err(message) => {
+                    self.error(hosts.span(), message);
+                    String::new()
+                }
+            },
+            None => {
+                self.error(
+                    section.span(),
+                    "source zookeeper needs `hosts`, like \"127.0.0.1:2181,127.0.0.1:2182\"".into(),
+                );
+                String::new()
+            }
+        };
+        let base_path = match &body.base_path {
+            Some(path) => match check_zookeeper_path(path.get_ref()) {
+                Ok(path) => path,
+                Err(message) => {
+                    self.error(path.span(), message);
+                    String::new()
+                }
+            },
+            None => DEFAULT_ZOOKEEPER_BASE_PATH.to_string(),
+        };
+        let service = match &body.service {
+            Some(service) => {
+                let name = service.get_ref();
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    self.error(
+                        service.span(),
+                        format!("service `{name}` is not a ZooKeeper node name: not empty, no `/`"),
+                    );
+                }
+                name.clone()
+            }
+            None => {
+                self.error(
+                    section.span(),
+                    "source zookeeper needs `service`, the node under `base_path` its instances register in".into(),
+                );
+                String::new()
+            }
+        };
+        let session_timeout = self.duration_or(
+            &body.session_timeout,
+            "session_timeout",
+            DEFAULT_ZOOKEEPER_SESSION_TIMEOUT,
+        );
+        let (shortest, longest) = ZOOKEEPER_SESSION_RANGE;
+        let session_timeout = match &body.session_timeout {
+            Some(text) if session_timeout < shortest || session_timeout > longest => {
+                self.error(text.span(), "session_timeout must be from 1s to 10m".into());
+                DEFAULT_ZOOKEEPER_SESSION_TIMEOUT
+            }
+            _ => session_timeout,
+        };
+        DiscoverySource::Zookeeper {
+            hosts,
+            base_path,
+            service,
+            session_timeout,
+        }
+    }
+
+    /// `source = "etcd"`: `endpoints` and `prefix` (required).
+    fn etcd_source(&mut self, section: &Spanned<DiscoverySection>) -> DiscoverySource {
+        let body = section.get_ref();
+        self.refuse_registered_keys(body, "etcd");
+        self.refuse(
+            [
+                ("service", body.service.as_ref().map(Spanned::span)),
+                ("tag", body.tag.as_ref().map(Spanned::span)),
+                ("passing", body.passing.as_ref().map(Spanned::span)),
+            ],
+            "does not apply to source etcd: every key under `prefix` is routed",
+        );
+        self.refuse_consul_keys(body);
+        self.refuse_store_keys(body, "etcd");
+        let endpoints = match &body.endpoints {
+            Some(list) => {
+                if list.get_ref().is_empty() {
+                    self.error(
+                        list.span(),
+                        "endpoints must name at least one etcd, like \"http://127.0.0.1:2379\""
+                            .into(),
+                    );
+                }
+                list.get_ref()
+                    .iter()
+                    .filter_map(|endpoint| match parse_http_address(endpoint.get_ref()) {
+                        Ok(url) => Some(url),
+                        Err(_) => {
+                            self.error(
+                                endpoint.span(),
+                                format!(
+                                    "endpoint `{}` is not an etcd client URL like \"http://127.0.0.1:2379\" (scheme, host and port only)",
+                                    endpoint.get_ref()
+                                ),
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            }
+            None => {
+                self.error(
+                    section.span(),
+                    "source etcd needs `endpoints`, like [\"http://127.0.0.1:2379\"]".into(),
+                );
+                Vec::new()
+            }
+        };
+        let prefix = match &body.prefix {
+            Some(prefix) if !prefix.get_ref().is_empty() => prefix.get_ref().clone(),
+            Some(prefix) => {
+                self.error(prefix.span(), "prefix must not be empty".into());
+                String::new()
+            }
+            None => {
+                self.error(
+                    section.span(),
+                    "source etcd needs `prefix`, the start of the keys instances are written under, like \"/services/api/\"".into(),
+                );
+                String::new()
+            }
+        };
+        DiscoverySource::Etcd { endpoints, prefix }
+    }
+
+    /// The DNS keys, refused for the sources whose instances register their
+    /// own address, port and weight.
+    fn refuse_registered_keys(&mut self, body: &DiscoverySection, kind: &str) {
+        let why = format!(
+            "does not apply to source {kind}: instances register their address, port and weights"
+        );
+        self.refuse(
+            [
+                ("name", body.name.as_ref().map(Spanned::span)),
+                ("port", body.port.as_ref().map(Spanned::span)),
+                ("family", body.family.as_ref().map(Spanned::span)),
+                ("weight", body.weight.as_ref().map(Spanned::span)),
+                ("resolvers", body.resolvers.as_ref().map(Spanned::span)),
+                ("respect_ttl", body.respect_ttl.as_ref().map(Spanned::span)),
+            ],
+            &why,
+        );
+    }
+
+    /// The keys of the zookeeper and etcd sources, refused for the others.
+    fn refuse_store_keys(&mut self, body: &DiscoverySection, kind: &str) {
+        if kind != "zookeeper" {
+            self.refuse(
+                [
+                    ("hosts", body.hosts.as_ref().map(Spanned::span)),
+                    ("base_path", body.base_path.as_ref().map(Spanned::span)),
+                    (
+                        "session_timeout",
+                        body.session_timeout.as_ref().map(Spanned::span),
+                    ),
+                ],
+                "applies only to source zookeeper",
+            );
+        }
+        if kind != "etcd" {
+            self.refuse(
+                [
+                    ("endpoints", body.endpoints.as_ref().map(Spanned::span)),
+                    ("prefix", body.prefix.as_ref().map(Spanned::span)),
+                ],
+                "applies only to source etcd",
+            );
+        }
     }
 
     /// An error for each key of `keys` that is present: `` `key` why``.
@@ -636,6 +880,78 @@ fn parse_eureka_address(text: &str) -> Result<String, String> {
     ))
 }
 
+/// `zk1:2181, zk2` -> `zk1:2181,zk2:2181`: hosts with optional ports
+/// (2181 by default), comma-separated; no chroot (that is `base_path`).
+fn parse_zookeeper_hosts(text: &str) -> Result<String, String> {
+    let refused = |why: &str| {
+        format!("hosts `{text}` is not a list of host:port like \"127.0.0.1:2181,127.0.0.1:2182\": {why}")
+    };
+    if text.contains('/') {
+        return Err(refused("no path or scheme: give the path in `base_path`"));
+    }
+    let mut hosts = Vec::new();
+    for host in text.split(',').map(str::trim) {
+        if host.is_empty() {
+            return Err(refused("an empty host"));
+        }
+        // `[::1]:2181`, `::1` (no port), `host:2181`, `host`.
+        let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+            let (name, after) = rest
+                .split_once(']')
+                .ok_or_else(|| refused("an unclosed `[`"))?;
+            match after.strip_prefix(':') {
+                Some(port) => (name, Some(port)),
+                None if after.is_empty() => (name, None),
+                None => return Err(refused(&format!("`{host}`"))),
+            }
+        } else if host.matches(':').count() > 1 {
+            (host, None)
+        } else {
+            match host.split_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (host, None),
+            }
+        };
+        let port = match port {
+            Some(port) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(refused(&format!("the port of `{host}` is not 1-65535"))),
+            },
+            None => ZOOKEEPER_PORT,
+        };
+        let valid_name = !name.is_empty()
+            && (name.parse::<IpAddr>().is_ok() || check_dns_name(name, false).is_ok());
+        if !valid_name {
+            return Err(refused(&format!(
+                "`{name}` is not a host name or IP address"
+            )));
+        }
+        hosts.push(if name.contains(':') {
+            format!("[{name}]:{port}")
+        } else {
+            format!("{name}:{port}")
+        });
+    }
+    Ok(hosts.join(","))
+}
+
+/// A ZooKeeper path: absolute, no empty, `.` or `..` segment, no trailing
+/// slash (but `/` itself).
+fn check_zookeeper_path(text: &str) -> Result<String, String> {
+    let valid = text == "/"
+        || (text.starts_with('/')
+            && text[1..]
+                .split('/')
+                .all(|segment| !segment.is_empty() && segment != "." && segment != ".."));
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "base_path `{text}` is not a ZooKeeper path like \"/services\": absolute, without a trailing `/`"
+        ))
+    }
+}
+
 /// `10.0.0.2`, `10.0.0.2:5353`, `::1`, `[::1]:5353`; port 53 when none.
 fn parse_resolver(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -724,6 +1040,32 @@ mod tests {
             .contains("token"));
         assert!(parse_eureka_address("127.0.0.1:8761").is_err());
         assert!(parse_eureka_address("http://127.0.0.1:8761/eureka?x=1").is_err());
+    }
+
+    #[test]
+    fn zookeeper_hosts_take_a_default_port() {
+        assert_eq!(
+            parse_zookeeper_hosts("127.0.0.1:2181, zk2 ,[::1]:2182,::1").as_deref(),
+            Ok("127.0.0.1:2181,zk2:2181,[::1]:2182,[::1]:2181")
+        );
+        assert!(parse_zookeeper_hosts("127.0.0.1:2181/chroot").is_err());
+        assert!(parse_zookeeper_hosts("127.0.0.1:0").is_err());
+        assert!(parse_zookeeper_hosts("a,,b").is_err());
+        assert!(parse_zookeeper_hosts("").is_err());
+        assert!(parse_zookeeper_hosts("bad host:2181").is_err());
+    }
+
+    #[test]
+    fn zookeeper_paths_are_absolute() {
+        assert!(check_zookeeper_path("/services").is_ok());
+        assert!(check_zookeeper_path("/a/b").is_ok());
+        assert!(check_zookeeper_path("/").is_ok());
+        assert!(check_zookeeper_path("services").is_err());
+        assert!(check_zookeeper_path("/services/").is_err());
+        assert!(check_zookeeper_path("/a//b").is_err());
+        assert!(check_zookeeper_path("/a/../b").is_err());
+        assert_eq!(zookeeper_service_path("/", "api"), "/api");
+        assert_eq!(zookeeper_service_path("/services", "api"), "/services/api");
     }
 
     #[test]

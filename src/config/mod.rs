@@ -21,8 +21,8 @@ use serde::Serialize;
 use crate::tls::{CaBundle, CertStore};
 
 pub use discovery::{
-    AddressFamily, Discovery, DiscoverySource, ResolverSettings, DEFAULT_DISCOVERY_TIMEOUT,
-    DEFAULT_REFRESH,
+    zookeeper_service_path, AddressFamily, Discovery, DiscoverySource, ResolverSettings,
+    DEFAULT_DISCOVERY_TIMEOUT, DEFAULT_REFRESH,
 };
 pub use registry::{Registry, DEFAULT_MAX_BODY, DEFAULT_MAX_SERVICES};
 pub use validate::{

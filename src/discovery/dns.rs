@@ -63,7 +63,9 @@ impl DnsSource {
             ),
             DiscoverySource::Registry { .. }
             | DiscoverySource::Consul { .. }
-            | DiscoverySource::Eureka { .. } => return Err("not a DNS source".into()),
+            | DiscoverySource::Eureka { .. }
+            | DiscoverySource::Zookeeper { .. }
+            | DiscoverySource::Etcd { .. } => return Err("not a DNS source".into()),
         };
         let (config, mut options) = resolver_config(settings)?;
         options.cache_size = 0;

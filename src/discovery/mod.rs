@@ -1,6 +1,7 @@
 //! Discovery: sources that find an upstream's servers at run time: DNS
-//! (`dns.rs`), usherd's own registry, a Consul agent (`consul.rs`) and a
-//! Eureka server (`eureka.rs`).
+//! (`dns.rs`), usherd's own registry, a Consul agent (`consul.rs`), a
+//! Eureka server (`eureka.rs`), ZooKeeper (`zookeeper.rs`, watched) and
+//! etcd (`etcd.rs`, watched).
 //! Each source is a task that asks again every `refresh` (a registry source
 //! also as soon as the catalog changes; a consul source asks with blocking
 //! queries, which the agent answers when the service changes) and hands every set that differs from the last one to the
@@ -17,7 +18,9 @@
 
 mod consul;
 mod dns;
+mod etcd;
 mod eureka;
+mod zookeeper;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +36,9 @@ use crate::registry::Registry;
 
 pub use consul::ConsulSource;
 pub use dns::DnsSource;
+pub use etcd::EtcdSource;
 pub use eureka::EurekaSource;
+pub use zookeeper::ZookeeperSource;
 
 /// What one lookup gave.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +204,8 @@ enum Source {
     Registry(RegistryFeed),
     Consul(Box<ConsulSource>),
     Eureka(Box<EurekaSource>),
+    Zookeeper(Box<ZookeeperSource>),
+    Etcd(Box<EtcdSource>),
 }
 
 /// A `registry` source: the instances of one service, looked at again as
@@ -263,6 +270,12 @@ impl Source {
                 EurekaSource::new(source, settings.timeout)
                     .map(|eureka| Source::Eureka(Box::new(eureka)))
             }
+            (source @ DiscoverySource::Zookeeper { .. }, _) => {
+                ZookeeperSource::new(source).map(|zookeeper| Source::Zookeeper(Box::new(zookeeper)))
+            }
+            (source @ DiscoverySource::Etcd { .. }, _) => {
+                EtcdSource::new(source, settings.timeout).map(|etcd| Source::Etcd(Box::new(etcd)))
+            }
             (source, _) => {
                 DnsSource::new(source, settings.timeout).map(|dns| Source::Dns(Box::new(dns)))
             }
@@ -284,6 +297,20 @@ impl Source {
                     )),
                 }
             }
+            // Connecting and the reads since the last answer; a change
+            // waits in `pause`, not here.
+            Source::Zookeeper(zookeeper) => {
+                match tokio::time::timeout(timeout, zookeeper.lookup()).await {
+                    Ok(answer) => answer,
+                    Err(_) => Answer::Failed(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout)
+                    )),
+                }
+            }
+            // Its own limits: the range and creating the watch, `timeout`
+            // each; events wait in `pause`.
+            Source::Etcd(etcd) => etcd.lookup().await,
             Source::Dns(dns) => match tokio::time::timeout(timeout, dns.lookup()).await {
                 Ok(answer) => answer,
                 Err(_) => Answer::Failed(format!(
@@ -303,6 +330,8 @@ impl Source {
                 let _ = tokio::time::timeout(wait, feed.changes.changed()).await;
             }
             Source::Consul(consul) => consul.pause(wait).await,
+            Source::Zookeeper(zookeeper) => zookeeper.pause(wait).await,
+            Source::Etcd(etcd) => etcd.pause(wait).await,
             Source::Dns(_) | Source::Eureka(_) => tokio::time::sleep(wait).await,
         }
     }
@@ -498,7 +527,9 @@ impl Follower {
             }
             DiscoverySource::Registry { .. }
             | DiscoverySource::Consul { .. }
-            | DiscoverySource::Eureka { .. } => false,
+            | DiscoverySource::Eureka { .. }
+            | DiscoverySource::Zookeeper { .. }
+            | DiscoverySource::Etcd { .. } => false,
         };
         if respect_ttl {
             ttl.max(Duration::from_secs(1)).min(self.settings.refresh)

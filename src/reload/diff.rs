@@ -388,6 +388,26 @@ token = "consul-token-a"
 wait = "4m"
 stale = false
 
+[upstreams.keeper]
+strategy = "round_robin"
+servers = [{ addr = "127.0.0.1:9004" }]
+
+[upstreams.keeper.discovery]
+source = "zookeeper"
+hosts = "127.0.0.1:2181,127.0.0.1:2182"
+base_path = "/discovery"
+service = "orders"
+session_timeout = "15s"
+
+[upstreams.store]
+strategy = "round_robin"
+servers = [{ addr = "127.0.0.1:9005" }]
+
+[upstreams.store.discovery]
+source = "etcd"
+endpoints = ["http://127.0.0.1:2379"]
+prefix = "/services/payments/"
+
 [registry]
 state_file = "registry.json"
 write_tokens = ["write-secret-1"]
@@ -686,6 +706,11 @@ retries"#,
         ("upstreams[].discovery.token", "consul-token-a", "consul-token-b", "upstream catalog: discovery.token changed"),
         ("upstreams[].discovery.wait", r#"wait = "4m""#, r#"wait = "30s""#, "upstream catalog: discovery.wait 4m -> 30s"),
         ("upstreams[].discovery.stale", "stale = false", "stale = true", "upstream catalog: discovery.stale false -> true"),
+        ("upstreams[].discovery.hosts", "127.0.0.1:2181,127.0.0.1:2182", "127.0.0.1:2183", "upstream keeper: discovery.hosts 127.0.0.1:2181,127.0.0.1:2182 -> 127.0.0.1:2183"),
+        ("upstreams[].discovery.base_path", r#"base_path = "/discovery""#, r#"base_path = "/services""#, "upstream keeper: discovery.base_path /discovery -> /services"),
+        ("upstreams[].discovery.endpoints", "http://127.0.0.1:2379", "http://127.0.0.1:2380", "upstream store: discovery.endpoints [http://127.0.0.1:2379] -> [http://127.0.0.1:2380]"),
+        ("upstreams[].discovery.prefix", "/services/payments/", "/services/ledger/", "upstream store: discovery.prefix /services/payments/ -> /services/ledger/"),
+        ("upstreams[].discovery.session_timeout", r#"session_timeout = "15s""#, r#"session_timeout = "20s""#, "upstream keeper: discovery.session_timeout 15s -> 20s"),
         ("registry.state_file", "registry.json", "other.json", "registry: state_file "),
         ("registry.etcd", r#"state_file = "registry.json""#, r#"etcd = ["http://127.0.0.1:2379"]"#, "etcd [] -> [http://127.0.0.1:2379]"),
         ("registry.etcd_prefix", r#"state_file = "registry.json""#, "etcd = [\"http://127.0.0.1:2379\"]\netcd_prefix = \"/fleet/registry\"", "etcd_prefix /usherd/registry -> /fleet/registry"),

@@ -2,10 +2,10 @@
 //! process on loopback ports of its own, with a data directory that
 //! outlives a stop so a member can be started again.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::free_port;
 use super::tempfile_path::TempPath;
 
 /// One member: its ports and, while it runs, its process.
@@ -20,14 +20,6 @@ struct Member {
 pub struct EtcdCluster {
     members: Vec<Member>,
     data: TempPath,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl EtcdCluster {

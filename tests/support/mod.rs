@@ -585,6 +585,28 @@ pub fn chromium(url: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A free loopback TCP port for a server the test starts (and may stop and
+/// start again on the same port): never handed out twice in one test
+/// process, so a server stopped by one test cannot lose its port to another
+/// test's server started meanwhile.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounded: the OS gives a fresh port within a few tries.
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port in 1000 tries");
+}
+
 /// The Python of the venv tests/run.sh made for `client` (a PyPI package
 /// such as `py-consul`).
 pub fn python(client: &str) -> std::path::PathBuf {
