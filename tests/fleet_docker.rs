@@ -142,6 +142,8 @@ fn build_etcd_image(image: &str) {
     );
 }
 
+/// The fleet's config: `/` to `backends` with `strategy`; `/registered`
+/// to what registers as `svc` in the registry the fleet keeps in etcd.
 fn config(backends: &[&str], strategy: &str) -> String {
     let servers: Vec<String> = backends
         .iter()
@@ -152,15 +154,22 @@ fn config(backends: &[&str], strategy: &str) -> String {
 [admin]
 listen = "0.0.0.0:9901"
 token = "{ADMIN_TOKEN}"
+[registry]
+etcd = ["http://e1:2379", "http://e2:2379", "http://e3:2379"]
 [listeners.web]
 listen = "0.0.0.0:8080"
 [vhosts.all]
 hosts = ["*"]
-routes = [{{ path = "/", upstream = "api" }}]
+routes = [{{ path = "/registered", upstream = "svc" }}, {{ path = "/", upstream = "api" }}]
 [upstreams.api]
 strategy = "{strategy}"
 retries = 0
 servers = [{}]
+[upstreams.svc]
+retries = 0
+[upstreams.svc.discovery]
+source = "registry"
+service = "svc"
 "#,
         servers.join(", ")
     )
@@ -335,6 +344,25 @@ async fn a_fleet_on_separate_hosts_through_member_loss_partition_and_rolling_res
         "all three route to a",
         async || all_route_to(&client, &all, "a").await,
     )
+    .await;
+
+    // A registration through u1 is routed by u3 (the registry kept in etcd).
+    let registration = format!(
+        r#"{{"ID": "svc-c", "Name": "svc", "Address": "{}", "Port": 8080}}"#,
+        lab.address(&lab.name("c"), &front)
+    );
+    let request = http::Request::put(format!("http://{}:9901/v1/agent/service/register", instances[0].front))
+        .body(http_body_util::Full::new(bytes::Bytes::from(registration)))
+        .unwrap();
+    let registered = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+        .request(request)
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    until(Duration::from_secs(15), "u3 routes the registration made through u1", async || {
+        instances[2].backend(&client, "/registered").await.as_deref() == Some("c")
+    })
     .await;
 
     // A put goes live on all three.
