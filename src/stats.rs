@@ -118,7 +118,8 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     pub open: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
-    /// Client connections closed by a client time limit, by `ClientTimeout`.
+    /// Client connections closed (HTTP/2: streams ended) by a client time
+    /// limit, by `ClientTimeout`.
     pub client_timeouts: [AtomicU64; 3],
 }
 
