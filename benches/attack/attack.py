@@ -395,7 +395,9 @@ class H2:
         raw.settimeout(None)
         self.sock = raw
         self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
         self.answer_pings = answer_pings
+        self.error = None
         self.goaway = None  # (code name, time)
         self.closed_at = None
         self.resets = {}  # stream -> (code name, time)
@@ -404,7 +406,8 @@ class H2:
         self.data = {}
         self.start = time.monotonic()
         settings = struct.pack(">HI", 4, window) + struct.pack(">HI", 2, 0)  # window, no push
-        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + self.frame(SETTINGS, 0, 0, settings))
+        self.stopping = False
+        self.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + self.frame(SETTINGS, 0, 0, settings))
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
 
@@ -414,20 +417,43 @@ class H2:
 
     def send(self, data, limit=5.0):
         """Sends all of `data`; False once the connection is gone or the
-        server stops taking bytes for `limit` s."""
-        with self.lock:
-            try:
-                self.sock.settimeout(limit)
-                self.sock.sendall(data)
+        server stops taking bytes for `limit` s. One lock covers the socket:
+        an OpenSSL connection must not read and write in two threads at once."""
+        with self.send_lock:  # frames of two senders never interleave
+            return self.send_all(memoryview(data), time.monotonic() + limit)
+
+    def send_all(self, view, deadline):
+        for _ in range(1_000_000):
+            if not view:
                 return True
-            except (OSError, ssl.SSLError):
+            if time.monotonic() >= deadline or self.closed_at is not None:
                 return False
+            with self.lock:
+                try:
+                    self.sock.settimeout(0.05)
+                    sent = self.sock.send(view[:65536])
+                except (socket.timeout, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    sent = 0
+                except (OSError, ssl.SSLError):
+                    return False
+            view = view[sent:]
+        return False
 
     def read(self):
         buf = b""
         try:
             for _ in range(10_000_000):
-                chunk = self.sock.recv(65536)
+                if self.stopping:
+                    return
+                with self.lock:
+                    try:
+                        self.sock.settimeout(0.05)
+                        chunk = self.sock.recv(65536)
+                    except (socket.timeout, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        chunk = None
+                if chunk is None:
+                    time.sleep(0.001)  # let a sender take the lock
+                    continue
                 if not chunk:
                     break
                 buf += chunk
@@ -440,8 +466,8 @@ class H2:
                     payload = buf[9:9 + length]
                     buf = buf[9 + length:]
                     self.on_frame(kind, flags, stream, payload)
-        except (OSError, ssl.SSLError, ValueError):
-            pass
+        except (OSError, ssl.SSLError, ValueError) as error:
+            self.error = f"{type(error).__name__}: {error}"
         self.closed_at = time.monotonic() - self.start
 
     def on_frame(self, kind, flags, stream, payload):
@@ -469,6 +495,8 @@ class H2:
         return self.closed_at is not None or self.goaway is not None
 
     def close(self):
+        self.stopping = True
+        self.reader.join(1)
         try:
             self.sock.close()
         except OSError:
@@ -484,7 +512,7 @@ class H2:
         if self.goaway:
             return f"GOAWAY {self.goaway[0]} at {self.goaway[1]:.1f} s"
         if self.closed_at is not None:
-            return f"closed at {self.closed_at:.1f} s"
+            return f"closed at {self.closed_at:.1f} s" + (f" ({self.error})" if self.error else "")
         return "connection open at the end"
 
 
