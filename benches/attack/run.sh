@@ -15,7 +15,7 @@
 # 300, which counts its upstream connections too). Listeners: plain HTTP/1.1,
 # h2c (prior knowledge) and TLS (ALPN h2, http/1.1) with a self-signed
 # certificate made here. --quick: shorter runs, fewer connections, no TLS
-# repeats (about 2 minutes); the full run takes about 8.
+# repeats (about 2.5 minutes); the full run takes about 5.
 #
 # Every process started here is stopped by its PID; all traffic stays on
 # 127.0.0.1; every attack is bounded in time and count (attack.py).
