@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::log_limit::LogLimiter;
+
 /// Responses by status class: 1xx to 5xx.
 #[derive(Debug, Default)]
 pub struct StatusClasses([AtomicU64; 5]);
@@ -116,7 +118,8 @@ pub struct ListenerStats {
     pub accepted: AtomicU64,
     pub open: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
-    /// Client connections closed by a client time limit, by `ClientTimeout`.
+    /// Client connections closed (HTTP/2: streams ended) by a client time
+    /// limit, by `ClientTimeout`.
     pub client_timeouts: [AtomicU64; 3],
 }
 
@@ -135,6 +138,15 @@ impl ClientTimeout {
     /// The `kind` label of each, in the order of `ListenerStats::client_timeouts`.
     pub const KINDS: [&'static str; 3] = ["send", "body", "body_rate"];
 
+    /// The `kind` of its rate-limited log line for HTTP/2 streams.
+    pub fn stream_kind(self) -> &'static str {
+        match self {
+            ClientTimeout::Send => "http2_stream_send_timeout",
+            ClientTimeout::Body => "http2_stream_body_timeout",
+            ClientTimeout::BodyRate => "http2_stream_body_rate",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             ClientTimeout::Send => "it read nothing for send_timeout",
@@ -144,11 +156,36 @@ impl ClientTimeout {
     }
 }
 
+/// HTTP/2 streams ended by a client time limit, by `ClientTimeout`: a
+/// client can have many streams at once, so these are logged at most once
+/// per interval per kind (the count is `client_timeouts`).
+pub static STREAM_TIMEOUT_LOGS: [LogLimiter; 3] = [
+    LogLimiter::new(Duration::from_secs(10)),
+    LogLimiter::new(Duration::from_secs(10)),
+    LogLimiter::new(Duration::from_secs(10)),
+];
+
 impl ListenerStats {
     /// Counts and logs a client connection closed by `limit`.
     pub fn client_timed_out(&self, limit: ClientTimeout, client: std::net::SocketAddr) {
         self.client_timeouts[limit as usize].fetch_add(1, Ordering::Relaxed);
         tracing::info!(%client, "closing a client connection: {}", limit.describe());
+    }
+
+    /// Counts an HTTP/2 stream ended by `limit` (reset, or answered 408),
+    /// and logs it when the kind's limiter lets it.
+    pub fn stream_timed_out(&self, limit: ClientTimeout, client: std::net::SocketAddr) {
+        self.client_timeouts[limit as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(seen) = STREAM_TIMEOUT_LOGS[limit as usize].admit() {
+            tracing::info!(
+                %client,
+                kind = limit.stream_kind(),
+                suppressed = seen.suppressed,
+                total = seen.total,
+                "ending an HTTP/2 stream: {} (logged once per 10 s; `suppressed` since the last such line)",
+                limit.describe()
+            );
+        }
     }
 }
 

@@ -240,3 +240,200 @@ async fn an_http2_client_that_reads_nothing_is_closed() {
     .await;
     assert_eq!(client_timeouts(&proxy, "send").await, 1.0);
 }
+
+/// An HTTP/2 connection to `addr` whose streams get a window of `window`
+/// bytes, never opened further (nothing is released); the connection is
+/// driven by a task of its own, so PINGs are answered.
+async fn h2_shut_window_client(
+    addr: SocketAddr,
+    window: u32,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake(stream)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (client, driver)
+}
+
+#[tokio::test]
+async fn an_http2_stream_whose_window_stays_shut_is_reset_after_send_timeout() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let backend = streaming_backend(Arc::clone(&closed)).await;
+    let proxy = start_proxy(&config(&backend, "send_timeout = \"1s\"")).await;
+    let addr = proxy.listeners()[0].addr;
+    let (client, driver) = h2_shut_window_client(addr, 1024).await;
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("http://{addr}/huge"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(WITHIN, response)
+        .await
+        .expect("a response head")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // The window's worth comes; then, since the window never opens, the
+    // stream is reset (the connection keeps answering PINGs meanwhile).
+    let ended = tokio::time::timeout(WITHIN, async {
+        loop {
+            match body.data().await {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => break Some(error),
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the stream stayed open past send_timeout");
+    let error = ended.expect("a reset, not the end of a 64 MiB body");
+    assert_eq!(error.reason(), Some(h2::Reason::CANCEL), "{error}");
+    support::until(WITHIN, "the upstream connection is closed", || {
+        closed.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(client_timeouts(&proxy, "send").await, 1.0);
+    // Only the stream went: the connection still takes requests.
+    let request = http::Request::get(format!("http://{addr}/again"))
+        .body(())
+        .unwrap();
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(WITHIN, response)
+        .await
+        .expect("a second response on the same connection")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    driver.abort();
+}
+
+/// A backend that reads the request and whatever of its body comes and
+/// never answers; `closed` turns true when the proxy closes the connection.
+async fn body_reading_backend(closed: Arc<AtomicBool>) -> Backend {
+    raw_backend(move |mut stream: TcpStream, requests: Arc<AtomicUsize>| {
+        let closed = Arc::clone(&closed);
+        async move {
+            let mut pending = Vec::new();
+            if read_head(&mut stream, &mut pending).await.is_none() {
+                return;
+            }
+            requests.fetch_add(1, Ordering::SeqCst);
+            let mut sink = [0u8; 1024];
+            while let Ok(1..) = stream.read(&mut sink).await {}
+            closed.store(true, Ordering::SeqCst);
+        }
+    })
+    .await
+}
+
+/// Sends a POST of `length` bytes over HTTP/2, one byte now and one more
+/// every `every` (at most 20), and returns the response's status.
+async fn h2_trickled_post(addr: SocketAddr, length: usize, every: Duration) -> u16 {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{addr}/upload"))
+        .header("content-length", length.to_string())
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(Bytes::from_static(b"x"), false).unwrap();
+    let trickle = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.tick().await;
+        for _ in 0..20 {
+            interval.tick().await;
+            if body.send_data(Bytes::from_static(b"x"), false).is_err() {
+                return;
+            }
+        }
+    });
+    let response = tokio::time::timeout(WITHIN, response)
+        .await
+        .expect("an answer before the body ends")
+        .unwrap();
+    trickle.abort();
+    driver.abort();
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_stalled_http2_request_body_gets_408_and_frees_the_upstream() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let backend = body_reading_backend(Arc::clone(&closed)).await;
+    let proxy = start_proxy(&config(&backend, "client_body_timeout = \"1s\"")).await;
+    let addr = proxy.listeners()[0].addr;
+    // Each wait (1.5 s) is longer than the limit.
+    let status = h2_trickled_post(addr, 10, Duration::from_millis(1500)).await;
+    assert_eq!(status, 408);
+    support::until(WITHIN, "the upstream connection is closed", || {
+        closed.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(backend.requests(), 1);
+    assert_eq!(client_timeouts(&proxy, "body").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_stalled_http2_request_body_to_an_h2c_upstream_gets_408() {
+    // Reads the body until it fails (the proxy reset the stream).
+    let reset = Arc::new(AtomicBool::new(false));
+    let seen_reset = Arc::clone(&reset);
+    let backend = support::backend(move |request: http::Request<hyper::body::Incoming>| {
+        let reset = Arc::clone(&seen_reset);
+        async move {
+            use http_body_util::BodyExt;
+            let mut body = request.into_body();
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    reset.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
+            http::Response::new(support::full(Bytes::from_static(b"late")))
+        }
+    })
+    .await;
+    let toml = support::pool_config(
+        &[backend.addr.to_string()],
+        "round_robin",
+        "protocol = \"h2c\"",
+        "client_body_timeout = \"1s\"",
+        true,
+    );
+    let proxy = start_proxy(&toml).await;
+    let addr = proxy.listeners()[0].addr;
+    let status = h2_trickled_post(addr, 10, Duration::from_millis(1500)).await;
+    assert_eq!(status, 408);
+    support::until(WITHIN, "the upstream stream is reset", || {
+        reset.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(client_timeouts(&proxy, "body").await, 1.0);
+}
+
+#[tokio::test]
+async fn an_http2_request_body_below_client_body_min_rate_gets_408() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let backend = body_reading_backend(Arc::clone(&closed)).await;
+    let global = "client_body_timeout = \"60s\"\nclient_body_min_rate = \"1KiB\"";
+    let proxy = start_proxy(&config(&backend, global)).await;
+    let addr = proxy.listeners()[0].addr;
+    // A byte every 500 ms: never a wait of client_body_timeout, but far
+    // below the rate once its 5 s of grace are over.
+    let status = h2_trickled_post(addr, 100, Duration::from_millis(500)).await;
+    assert_eq!(status, 408);
+    support::until(WITHIN, "the upstream connection is closed", || {
+        closed.load(Ordering::SeqCst)
+    })
+    .await;
+    assert_eq!(client_timeouts(&proxy, "body_rate").await, 1.0);
+}

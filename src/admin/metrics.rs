@@ -299,7 +299,7 @@ impl Collector for AppCollector {
 
         family.counter(
             "client_timeouts",
-            "Client connections closed by a client time limit per listener: send (send_timeout), body (client_body_timeout), body_rate (client_body_min_rate).",
+            "Client connections closed (HTTP/2: streams reset or answered 408) by a client time limit per listener: send (send_timeout), body (client_body_timeout), body_rate (client_body_min_rate).",
             listeners.iter().flat_map(|(name, s)| {
                 ClientTimeout::KINDS
                     .iter()

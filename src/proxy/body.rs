@@ -2,29 +2,36 @@
 //! request stays bounded whatever the size.
 //!
 //! - `ClientBody` is a request body as the service gets it: from hyper's
-//!   server, or relayed chunk by chunk by the HTTP/1 path (`proxy/h1`) for
-//!   an upstream that speaks HTTP/2.
+//!   server (an HTTP/2 client's, held to `client_body_timeout` and
+//!   `client_body_min_rate` by `StreamBody`), or relayed chunk by chunk by
+//!   the HTTP/1 path (`proxy/h1`) for an upstream that speaks HTTP/2.
 //! - `UpstreamBody` is the client's request body on its way upstream; it counts
 //!   bytes against `max_request_body` and, when the request may be retried, can
 //!   be taken back if the first connection attempt failed before sending it.
 //! - `ResponseBody` is what the client receives; when it ends (or is dropped)
 //!   it releases the server's in-flight count and writes the access log, as
-//!   linkerd's `PendingUntilEos`.
+//!   linkerd's `PendingUntilEos`. For an HTTP/2 client it arms the stream's
+//!   `SendWatch` while a frame waits on the client (`server/streams.rs`).
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
 
 use super::access_log::AccessRecord;
+use super::client::ClientConn;
 use super::h1::PooledBody;
-use crate::server::ActiveRequest;
+use crate::server::{ActiveRequest, SendWatch};
+use crate::stats::ClientTimeout;
 use crate::upstream::InFlight;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -37,8 +44,193 @@ pub struct BodyTooLarge;
 /// A request body as the client sent it.
 #[derive(Debug)]
 pub enum ClientBody {
-    Hyper(Incoming),
+    /// An HTTP/2 client's.
+    Stream(StreamBody),
     Relayed(RelayedBody),
+}
+
+impl ClientBody {
+    /// An HTTP/2 client's body, held to `limits`.
+    pub fn stream(body: Incoming, limits: BodyLimits, conn: &Arc<ClientConn>) -> ClientBody {
+        let clock = (!body.is_end_stream()).then(|| {
+            Box::new(BodyClock {
+                limits,
+                min_rate: limits.min_rate.map(MinRate::new),
+                seen: 0,
+                timer: None,
+                waiting: false,
+                fault: Arc::new(BodyFault::default()),
+                conn: Arc::clone(conn),
+            })
+        });
+        ClientBody::Stream(StreamBody { inner: body, clock })
+    }
+
+    /// Where the body's time limits note that they ended it (HTTP/2 clients).
+    pub fn fault(&self) -> Option<Arc<BodyFault>> {
+        match self {
+            ClientBody::Stream(body) => body.clock.as_ref().map(|c| Arc::clone(&c.fault)),
+            ClientBody::Relayed(_) => None,
+        }
+    }
+}
+
+/// `client_body_timeout` and `client_body_min_rate`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub timeout: Duration,
+    pub min_rate: Option<u64>,
+}
+
+/// How long a request body may come slower than `client_body_min_rate`
+/// before its average counts (nginx-like rate limits leave a start too).
+const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
+
+/// `client_body_min_rate`: the bytes per second a body must average.
+#[derive(Debug)]
+pub(crate) struct MinRate {
+    pub bytes_per_second: u64,
+    pub since: Instant,
+}
+
+impl MinRate {
+    /// Counted from now.
+    pub fn new(bytes_per_second: u64) -> MinRate {
+        MinRate {
+            bytes_per_second,
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether `seen` bytes are too few for the time since the start.
+    pub fn too_slow(&self, seen: u64) -> bool {
+        let elapsed = self.since.elapsed();
+        elapsed > MIN_RATE_GRACE
+            && (seen as f64) < self.bytes_per_second as f64 * elapsed.as_secs_f64()
+    }
+}
+
+/// Which client time limit ended a request body, if one did.
+#[derive(Debug, Default)]
+pub struct BodyFault(AtomicU8);
+
+impl BodyFault {
+    fn set(&self, limit: ClientTimeout) {
+        self.0.store(limit as u8 + 1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<ClientTimeout> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(ClientTimeout::Send),
+            2 => Some(ClientTimeout::Body),
+            3 => Some(ClientTimeout::BodyRate),
+            _ => None,
+        }
+    }
+}
+
+/// The request body stopped by a client time limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body stalled (client_body_timeout or client_body_min_rate)")]
+pub struct BodyTimedOut;
+
+/// An HTTP/2 client's request body. Whoever sends it upstream polls it
+/// when it wants more: a wait from a poll that finds nothing to the next
+/// frame longer than `client_body_timeout` (or a body averaging less than
+/// `client_body_min_rate`) ends it with `BodyTimedOut`, as the HTTP/1 path
+/// ends its bodies. The sender then stops: service.rs answers 408 when no
+/// response has come yet; a response already under way is reset.
+#[derive(Debug)]
+pub struct StreamBody {
+    inner: Incoming,
+    /// None for a body that is empty from the start.
+    clock: Option<Box<BodyClock>>,
+}
+
+#[derive(Debug)]
+struct BodyClock {
+    limits: BodyLimits,
+    min_rate: Option<MinRate>,
+    seen: u64,
+    /// Made at the first wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A poll found nothing: the timer runs.
+    waiting: bool,
+    fault: Arc<BodyFault>,
+    conn: Arc<ClientConn>,
+}
+
+impl BodyClock {
+    /// Ends the body by `limit`: noted, counted, logged (rate-limited).
+    fn expire(&mut self, limit: ClientTimeout) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.fault.get().is_none() {
+            self.fault.set(limit);
+            self.conn.stream_timed_out(limit);
+        }
+        Poll::Ready(Some(Err(BodyTimedOut.into())))
+    }
+}
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(clock) = this.clock.as_mut() else {
+            return Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into);
+        };
+        if clock.fault.get().is_some() {
+            return Poll::Ready(Some(Err(BodyTimedOut.into())));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                clock.waiting = false;
+                if let Some(data) = frame.data_ref() {
+                    clock.seen += data.len() as u64;
+                    let slow = clock
+                        .min_rate
+                        .as_ref()
+                        .is_some_and(|rate| rate.too_slow(clock.seen));
+                    if slow && !this.inner.is_end_stream() {
+                        return clock.expire(ClientTimeout::BodyRate);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => {
+                clock.waiting = false;
+                Poll::Ready(other.map(|result| result.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let until = tokio::time::Instant::now() + clock.limits.timeout;
+                match clock.timer.as_mut() {
+                    None => {
+                        clock.timer = Some(Box::pin(tokio::time::sleep_until(until)));
+                    }
+                    Some(timer) if !clock.waiting => timer.as_mut().reset(until),
+                    Some(_) => {}
+                }
+                clock.waiting = true;
+                let timer = clock.timer.as_mut().expect("set above");
+                if timer.as_mut().poll(cx).is_ready() {
+                    return clock.expire(ClientTimeout::Body);
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl Body for ClientBody {
@@ -50,21 +242,21 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Stream(body) => Pin::new(body).poll_frame(cx),
             ClientBody::Relayed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ClientBody::Hyper(body) => body.is_end_stream(),
+            ClientBody::Stream(body) => body.is_end_stream(),
             ClientBody::Relayed(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ClientBody::Hyper(body) => body.size_hint(),
+            ClientBody::Stream(body) => body.size_hint(),
             ClientBody::Relayed(body) => body.hint,
         }
     }
@@ -352,6 +544,8 @@ enum ResponseInner {
 pub struct ResponseBody {
     inner: ResponseInner,
     completion: Option<Completion>,
+    /// An HTTP/2 client's stream: armed while a frame waits on the client.
+    watch: Option<Arc<SendWatch>>,
 }
 
 impl ResponseBody {
@@ -359,6 +553,7 @@ impl ResponseBody {
         ResponseBody {
             inner: ResponseInner::Upstream(inner),
             completion: Some(completion),
+            watch: None,
         }
     }
 
@@ -366,6 +561,17 @@ impl ResponseBody {
         ResponseBody {
             inner: ResponseInner::Full(Some(bytes)),
             completion,
+            watch: None,
+        }
+    }
+
+    /// Holds the stream to `send_timeout` (`server/streams.rs`): armed now,
+    /// as the response goes to hyper, which polls the body once the client's
+    /// window lets it.
+    pub fn watch_sends(&mut self, watch: Arc<SendWatch>) {
+        if !self.is_end_stream() {
+            watch.arm();
+            self.watch = Some(watch);
         }
     }
 
@@ -399,6 +605,14 @@ impl Body for ResponseBody {
             Poll::Ready(_) => this.completion = None,
             Poll::Pending => {}
         }
+        if let Some(watch) = &this.watch {
+            match &polled {
+                // hyper holds it until the client's window has room (the
+                // last one too).
+                Poll::Ready(Some(Ok(frame))) if frame.is_data() => watch.arm(),
+                _ => watch.disarm(),
+            }
+        }
         polled
     }
 
@@ -415,5 +629,29 @@ impl Body for ResponseBody {
             ResponseInner::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseInner::Full(None) => SizeHint::with_exact(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_too_slow_only_after_the_grace_period() {
+        let rate = |ago: Duration| MinRate {
+            bytes_per_second: 1000,
+            since: Instant::now() - ago,
+        };
+        assert!(!rate(Duration::from_secs(1)).too_slow(0));
+        assert!(!rate(Duration::from_secs(10)).too_slow(20_000));
+        assert!(rate(Duration::from_secs(10)).too_slow(5_000));
+    }
+
+    #[test]
+    fn a_body_fault_keeps_its_limit() {
+        let fault = BodyFault::default();
+        assert_eq!(fault.get(), None);
+        fault.set(ClientTimeout::BodyRate);
+        assert_eq!(fault.get(), Some(ClientTimeout::BodyRate));
     }
 }

@@ -51,4 +51,10 @@ impl ClientConn {
     pub fn timed_out(&self, limit: ClientTimeout) {
         self.stats.client_timed_out(limit, self.client);
     }
+
+    /// Counts and (rate-limited) logs an HTTP/2 stream of this connection
+    /// ended by a client time limit.
+    pub fn stream_timed_out(&self, limit: ClientTimeout) {
+        self.stats.stream_timed_out(limit, self.client);
+    }
 }

@@ -12,6 +12,6 @@ mod redirect;
 mod request_key;
 mod service;
 
-pub use body::{BodyTooLarge, ClientBody, ResponseBody, UpstreamBody};
+pub use body::{BodyLimits, BodyTooLarge, ClientBody, ResponseBody, UpstreamBody};
 pub use client::ClientConn;
 pub use service::handle;

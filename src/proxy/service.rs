@@ -28,6 +28,7 @@ use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded};
 use super::redirect::{https_location, REDIRECT_TEXT};
 use super::request_key::request_key;
 use crate::error::ProxyError;
+use crate::server::current_send_watch;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::{Endpoint, InFlight, ServerClient, Transport};
 
@@ -150,6 +151,10 @@ pub async fn handle(
         Err(error) => error_response(error, version, Completion::new(active, access, started)),
     };
     snapshot.record_response(decision.vhost, response.status().as_u16());
+    // An HTTP/2 client's stream: held to `send_timeout` (server/streams.rs).
+    if let Some(watch) = current_send_watch() {
+        response.body_mut().watch_sends(watch);
+    }
     if debug {
         response
             .headers_mut()
@@ -259,6 +264,9 @@ async fn forward(
         .as_ref()
         .and_then(|key| request_key(key, conn.client.ip(), parts.uri.path(), &parts.headers));
     let retry_on_response = is_idempotent(&parts.method) && body.is_end_stream();
+    // Set when `client_body_timeout` or `client_body_min_rate` ended the
+    // body (an HTTP/2 client's): the send then fails by the client's doing.
+    let body_fault = body.fault();
     let mut body = RequestBody::new(body, global.max_request_body, upstream.retries > 0);
     let mut attempts = Attempts::new(upstream, key, retry_on_response);
     while let Some(index) = attempts.next_server().await {
@@ -289,6 +297,16 @@ async fn forward(
         }
         let sent_at = upstream.tracks_latency().then(std::time::Instant::now);
         let sent = tokio::time::timeout(upstream.timeout, send(&endpoint.client, request)).await;
+        if body_fault
+            .as_ref()
+            .is_some_and(|fault| fault.get().is_some())
+            && !matches!(sent, Ok(Ok(_)))
+        {
+            // Counted and logged where the body ended; not the server's
+            // fault, so not judged. The upstream's side was dropped with
+            // the send: a connection closed, or a stream reset.
+            return Err(ProxyError::ClientTimeout);
+        }
         if let (Some(sent_at), Ok(Ok(_))) = (sent_at, &sent) {
             upstream.observe_latency(index, sent_at.elapsed());
         }

@@ -29,6 +29,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct ConnState {
     active: AtomicU32,
     completed: AtomicU64,
+    /// Reads that brought bytes from the client (HTTP/2 connections).
+    reads: AtomicU64,
 }
 
 impl ConnState {
@@ -36,6 +38,12 @@ impl ConnState {
     pub fn begin_request(self: &Arc<Self>) -> ActiveRequest {
         self.active.fetch_add(1, Ordering::AcqRel);
         ActiveRequest(Arc::clone(self))
+    }
+
+    /// How many reads have brought bytes from the client so far (HTTP/2):
+    /// whether the client has sent anything since an earlier look.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 }
 
@@ -172,7 +180,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         let this = &mut *self;
         if this.state.active.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                this.state.reads.fetch_add(1, Ordering::Relaxed);
+            }
+            return polled;
         }
         this.note_idle();
         if !this.unread.is_empty() {
@@ -188,6 +201,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
+                    this.state.reads.fetch_add(1, Ordering::Relaxed);
                     this.on_bytes(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))

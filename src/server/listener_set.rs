@@ -66,7 +66,7 @@ impl ListenerSet {
             if self.find(name, *addr).is_some() {
                 continue;
             }
-            let socket = TcpListener::bind(addr).await.map_err(|source| BindError {
+            let socket = bind(*addr).map_err(|source| BindError {
                 what: format!("{} `{name}`", self.kind),
                 addr: *addr,
                 source,
@@ -140,4 +140,23 @@ impl ListenerSet {
             .iter()
             .find(|running| running.name == name && running.configured == configured)
     }
+}
+
+/// Connections the kernel may hold for a listener before usherd accepts
+/// them (capped by `net.core.somaxconn`). Rust's default is 128: with
+/// `max_connections` taken, connections past that many have their SYNs
+/// dropped and retried after 1 s, 3 s, ... instead of waiting in line for
+/// a slot (nginx asks for 511, HAProxy for its `maxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket on `addr` (`SO_REUSEADDR` as the standard library's).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -7,17 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::conn::{ClientIo, Protocol};
 use super::listener::stopped;
+use super::streams::StreamTasks;
 use crate::config::Global;
 use crate::log_limit::LogLimiter;
-use crate::proxy::{h1, handle, ClientBody, ClientConn};
+use crate::proxy::{h1, handle, BodyLimits, ClientBody, ClientConn};
 use crate::snapshot::SharedSnapshot;
 use crate::stats::ClientTimeout;
 
@@ -38,32 +40,15 @@ pub static HTTP2_RESET_FLOODS: LogLimiter = LogLimiter::new(Duration::from_secs(
 /// How new client connections are served, from `[global]`.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// `max_request_header_size`, for HTTP/2's header lists.
+    header_limit: u32,
+    send_timeout: Duration,
     http1: h1::Limits,
 }
 
 impl ServerSettings {
     pub fn new(global: &Global) -> ServerSettings {
         let header_limit = global.max_request_header_size;
-        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            // Also bounds CONTINUATION frames: h2 stops reading a header block
-            // beyond it (the 2024 CONTINUATION flood).
-            .max_header_list_size(u32::try_from(header_limit).unwrap_or(u32::MAX))
-            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
-            // Rapid reset (CVE-2023-44487): a client that opens and cancels
-            // streams faster than they are served gets GOAWAY.
-            .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
-            // A client whose streams keep failing by its own fault gets GOAWAY.
-            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS)
-            // hyper has no send timeout of its own. A client that stops
-            // reading holds its streams by flow control without blocking a
-            // socket write, so it is found by PINGs: one after half of
-            // `send_timeout` without a frame from it, answered within the
-            // other half, else the connection closes.
-            .keep_alive_interval(global.send_timeout / 2)
-            .keep_alive_timeout(global.send_timeout / 2);
         let http1 = h1::Limits {
             header_read: global.header_read_timeout,
             idle: global.idle_timeout,
@@ -72,7 +57,37 @@ impl ServerSettings {
             body: global.client_body_timeout,
             body_min_rate: global.client_body_min_rate,
         };
-        ServerSettings { http2, http1 }
+        ServerSettings {
+            header_limit: u32::try_from(header_limit).unwrap_or(u32::MAX),
+            send_timeout: global.send_timeout,
+            http1,
+        }
+    }
+
+    /// hyper's HTTP/2 server for one connection, its streams spawned by
+    /// `tasks` (the per-stream `send_timeout`, streams.rs).
+    fn http2(&self, tasks: StreamTasks) -> http2::Builder<StreamTasks> {
+        let mut http2 = http2::Builder::new(tasks);
+        http2
+            .timer(TokioTimer::new())
+            // Also bounds CONTINUATION frames: h2 stops reading a header block
+            // beyond it (the 2024 CONTINUATION flood).
+            .max_header_list_size(self.header_limit)
+            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+            // Rapid reset (CVE-2023-44487): a client that opens and cancels
+            // streams faster than they are served gets GOAWAY.
+            .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
+            // A client whose streams keep failing by its own fault gets GOAWAY.
+            .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESETS)
+            // A client that stops reading its socket blocks a write
+            // (`ClientIo`'s send_timeout); one that stops sending WINDOW_UPDATE
+            // holds its streams without blocking one (the stream tasks'
+            // send_timeout). One that stops altogether is found by PINGs: one
+            // after half of `send_timeout` without a frame from it, answered
+            // within the other half, else the connection closes.
+            .keep_alive_interval(self.send_timeout / 2)
+            .keep_alive_timeout(self.send_timeout / 2);
+        http2
     }
 }
 
@@ -101,15 +116,17 @@ pub async fn serve_connection<S>(
         }
         Ok(Protocol::Http2) => {
             let conn = Arc::clone(&client);
+            let body_limits = BodyLimits {
+                timeout: settings.http1.body,
+                min_rate: settings.http1.body_min_rate,
+            };
             let service = service_fn(move |request: Request<Incoming>| {
-                handle(
-                    Arc::clone(&snapshots),
-                    Arc::clone(&conn),
-                    request.map(ClientBody::Hyper),
-                )
+                let request = request.map(|body| ClientBody::stream(body, body_limits, &conn));
+                handle(Arc::clone(&snapshots), Arc::clone(&conn), request)
             });
-            let mut connection =
-                Box::pin(settings.http2.serve_connection(TokioIo::new(io), service));
+            let http2 =
+                settings.http2(StreamTasks::new(Arc::clone(&client), settings.send_timeout));
+            let mut connection = Box::pin(http2.serve_connection(TokioIo::new(io), service));
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 _ = stopped(&mut shutdown) => {

@@ -9,7 +9,6 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::conn::{make_room, Client, ClientStream, Peer, SendLimited};
 use crate::http1::chunked::{size_line, LAST_CHUNK};
 use crate::http1::{BodyLength, ChunkError, ChunkedDecoder};
+use crate::proxy::body::MinRate;
 use crate::upstream::h1::UpstreamStream;
 
 /// The most body data moved in one step.
@@ -135,10 +135,6 @@ pub(super) fn encode(out: &mut Vec<u8>, data: &[u8], chunked: bool) {
     }
 }
 
-/// How long a request body may come slower than `client_body_min_rate`
-/// before its average counts (nginx-like rate limits leave a start too).
-const MIN_RATE_GRACE: Duration = Duration::from_secs(5);
-
 /// A request body on its way from the client, counted against the limit.
 #[derive(Debug)]
 pub(super) struct RequestBody {
@@ -148,22 +144,6 @@ pub(super) struct RequestBody {
     /// Some of it has been read (it can no longer be sent again).
     started: bool,
     min_rate: Option<MinRate>,
-}
-
-/// `client_body_min_rate`: the bytes per second a body must average.
-#[derive(Debug)]
-struct MinRate {
-    bytes_per_second: u64,
-    since: Instant,
-}
-
-impl MinRate {
-    /// Whether `seen` bytes are too few for the time since the start.
-    fn too_slow(&self, seen: u64) -> bool {
-        let elapsed = self.since.elapsed();
-        elapsed > MIN_RATE_GRACE
-            && (seen as f64) < self.bytes_per_second as f64 * elapsed.as_secs_f64()
-    }
 }
 
 impl RequestBody {
@@ -180,10 +160,7 @@ impl RequestBody {
     /// Cuts the body when it averages fewer than `bytes_per_second` (from
     /// now, after a grace period).
     pub fn with_min_rate(mut self, bytes_per_second: Option<u64>) -> RequestBody {
-        self.min_rate = bytes_per_second.map(|bytes_per_second| MinRate {
-            bytes_per_second,
-            since: Instant::now(),
-        });
+        self.min_rate = bytes_per_second.map(MinRate::new);
         self
     }
 
@@ -377,20 +354,4 @@ pub(super) async fn tunnel<S: ClientStream>(client: &mut Client<S>, upstream: &m
         Poll::Pending
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_body_is_too_slow_only_after_the_grace_period() {
-        let rate = |ago: Duration| MinRate {
-            bytes_per_second: 1000,
-            since: Instant::now() - ago,
-        };
-        assert!(!rate(Duration::from_secs(1)).too_slow(0));
-        assert!(!rate(Duration::from_secs(10)).too_slow(20_000));
-        assert!(rate(Duration::from_secs(10)).too_slow(5_000));
-    }
 }
