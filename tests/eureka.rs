@@ -8,16 +8,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::{json, Value};
 use support::follow::{serving, until_serving, until_state};
-use support::{echo_backend, python, send, spawn_binary_with, start_proxy, within, Backend, Reply};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use support::scripted::Scripted;
+use support::{echo_backend, send, spawn_binary_with, start_proxy, within, Backend, Reply};
 
 const TOKEN: &str = "eureka-write-token";
 
@@ -80,11 +78,7 @@ async fn catalog_index(admin: SocketAddr) -> String {
 }
 
 /// py-eureka-client in a child Python, driven by commands on its stdin.
-struct PyEureka {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+struct PyEureka(Scripted);
 
 const PY_EUREKA: &str = r#"
 import os, sys
@@ -119,74 +113,30 @@ for line in sys.stdin:
 
 impl PyEureka {
     async fn start(admin: SocketAddr, id: &str, backend: &Backend, lease_secs: u64) -> PyEureka {
-        let mut child = tokio::process::Command::new(python("py-eureka-client"))
-            .arg("-c")
-            .arg(PY_EUREKA)
-            .env("EUREKA", format!("http://usherd:{TOKEN}@{admin}/eureka/"))
-            .env("ID", id)
-            .env("PORT", backend.addr.port().to_string())
-            .env("LEASE", lease_secs.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut client = PyEureka {
-            child,
-            stdin,
-            lines,
-        };
-        client.read_until("started").await;
-        client
+        let envs = [
+            ("EUREKA", format!("http://usherd:{TOKEN}@{admin}/eureka/")),
+            ("ID", id.to_string()),
+            ("PORT", backend.addr.port().to_string()),
+            ("LEASE", lease_secs.to_string()),
+        ];
+        PyEureka(Scripted::start("py-eureka-client", PY_EUREKA, &envs, "started").await)
     }
 
-    /// Sends `command`; what it printed before `done`.
     async fn command(&mut self, command: &str) -> String {
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .unwrap();
-        self.read_until("done").await
-    }
-
-    async fn read_until(&mut self, end: &str) -> String {
-        let mut out = String::new();
-        let read = async {
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                if line == end {
-                    return;
-                }
-                out.push_str(&line);
-                out.push('\n');
-            }
-            panic!("py-eureka-client ended before `{end}`: {out}");
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .unwrap_or_else(|_| panic!("no `{end}` from py-eureka-client within 30 s"));
-        out
+        self.0.command(command).await
     }
 
     /// `stop` (a clean shutdown: status DOWN, then cancel) and its exit.
     async fn stop(mut self) {
-        self.stdin.write_all(b"stop\n").await.unwrap();
-        self.read_until("stopped").await;
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success());
+        self.0.send("stop").await;
+        self.0.read_until("stopped").await;
+        assert!(self.0.exit().await.success());
     }
 
     /// Ends the process without a word to the registry, as a crash does.
     async fn die(mut self) {
-        self.stdin.write_all(b"die\n").await.unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        self.0.send("die").await;
+        self.0.exit().await;
     }
 }
 

@@ -351,18 +351,30 @@ async fn a_fleet_on_separate_hosts_through_member_loss_partition_and_rolling_res
         r#"{{"ID": "svc-c", "Name": "svc", "Address": "{}", "Port": 8080}}"#,
         lab.address(&lab.name("c"), &front)
     );
-    let request = http::Request::put(format!("http://{}:9901/v1/agent/service/register", instances[0].front))
-        .body(http_body_util::Full::new(bytes::Bytes::from(registration)))
-        .unwrap();
-    let registered = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
-        .request(request)
-        .await
-        .unwrap();
+    let request = http::Request::put(format!(
+        "http://{}:9901/v1/agent/service/register",
+        instances[0].front
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::from(registration)))
+    .unwrap();
+    let registered =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http()
+            .request(request)
+            .await
+            .unwrap();
     assert_eq!(registered.status(), 200);
-    until(Duration::from_secs(15), "u3 routes the registration made through u1", async || {
-        instances[2].backend(&client, "/registered").await.as_deref() == Some("c")
-    })
+    until(
+        Duration::from_secs(15),
+        "u3 routes the registration made through u1",
+        async || {
+            instances[2]
+                .backend(&client, "/registered")
+                .await
+                .as_deref()
+                == Some("c")
+        },
+    )
     .await;
 
     // A put goes live on all three.

@@ -17,10 +17,9 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use support::follow::{discovery, serving, until_serving, until_state};
+use support::scripted::Scripted;
 use support::tempfile_path::TempPath;
-use support::{echo_backend, python, start_proxy, within, Backend};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{ChildStdin, ChildStdout};
+use support::{echo_backend, start_proxy, within, Backend};
 
 const ZK_SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
 
@@ -173,11 +172,7 @@ impl Drop for ZooKeeper {
 
 /// kazoo in a child Python, driven by commands on its stdin, registering
 /// Curator-shaped ephemeral nodes under `/services/api/`.
-struct Kazoo {
-    child: tokio::process::Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
+struct Kazoo(Scripted);
 
 const KAZOO: &str = r#"
 import json, logging, os, sys, time
@@ -229,57 +224,18 @@ for line in sys.stdin:
 
 impl Kazoo {
     async fn start(zookeeper: &ZooKeeper) -> Kazoo {
-        let mut child = tokio::process::Command::new(python("kazoo"))
-            .arg("-c")
-            .arg(KAZOO)
-            .env("ZK", zookeeper.addr.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut kazoo = Kazoo {
-            child,
-            stdin,
-            lines,
-        };
-        kazoo.read_until("started").await;
-        kazoo
+        let envs = [("ZK", zookeeper.addr.to_string())];
+        Kazoo(Scripted::start("kazoo", KAZOO, &envs, "started").await)
     }
 
-    /// Sends `command`; what it printed before `done`.
     async fn command(&mut self, command: &str) -> String {
-        self.stdin
-            .write_all(format!("{command}\n").as_bytes())
-            .await
-            .unwrap();
-        self.read_until("done").await
+        self.0.command(command).await
     }
 
     /// Registers `backend` as instance `id`.
     async fn add(&mut self, id: &str, backend: &Backend) {
         self.command(&format!("add {id} {}", backend.addr.port()))
             .await;
-    }
-
-    async fn read_until(&mut self, end: &str) -> String {
-        let mut out = String::new();
-        let read = async {
-            while let Some(line) = self.lines.next_line().await.unwrap() {
-                if line == end {
-                    return;
-                }
-                out.push_str(&line);
-                out.push('\n');
-            }
-            panic!("kazoo ended before `{end}`: {out}");
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .unwrap_or_else(|_| panic!("no `{end}` from kazoo within 30 s"));
-        out
     }
 
     /// Polls until the client has reconnected (it retries every 0.5 s at most).
@@ -296,13 +252,9 @@ impl Kazoo {
 
     /// Closes the session (its ephemeral nodes go with it) and exits.
     async fn close(mut self) {
-        self.stdin.write_all(b"close\n").await.unwrap();
-        self.read_until("closed").await;
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success());
+        self.0.send("close").await;
+        self.0.read_until("closed").await;
+        assert!(self.0.exit().await.success());
     }
 }
 

@@ -626,6 +626,7 @@ pub mod compose;
 pub mod dns;
 pub mod etcd;
 pub mod follow;
+pub mod scripted;
 pub mod tls;
 
 pub mod tempfile_path {
