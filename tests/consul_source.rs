@@ -30,27 +30,14 @@ servers = [{ addr = "127.0.0.1:9" }]
 const WAIT: Duration = Duration::from_secs(3);
 
 fn follower(registry: SocketAddr) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "api" }}]
-[upstreams.api]
-strategy = "round_robin"
-retries = 0
-[upstreams.api.discovery]
-source = "consul"
-address = "http://{registry}"
-service = "api"
-wait = "{}s"
-refresh = "500ms"
-timeout = "500ms"
-"#,
-        WAIT.as_secs()
+    support::follow::follower_config(
+        "round_robin",
+        "",
+        &format!(
+            "source = \"consul\"\naddress = \"http://{registry}\"\nservice = \"api\"\n\
+             wait = \"{}s\"\nrefresh = \"500ms\"\ntimeout = \"500ms\"",
+            WAIT.as_secs()
+        ),
     )
 }
 

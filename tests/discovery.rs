@@ -48,29 +48,14 @@ fn records(indexes: &[u8]) -> String {
 }
 
 fn config(dns: &Dnsmasq, port: u16, strategy: &str, discovery: &str, upstream: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "api" }}]
-[upstreams.api]
-strategy = "{strategy}"
-retries = 0
-{upstream}
-[upstreams.api.discovery]
-source = "dns"
-name = "api.test"
-port = {port}
-resolvers = ["{}"]
-refresh = "500ms"
-timeout = "300ms"
-{discovery}
-"#,
-        dns.addr
+    support::follow::follower_config(
+        strategy,
+        upstream,
+        &format!(
+            "source = \"dns\"\nname = \"api.test\"\nport = {port}\nresolvers = [\"{}\"]\n\
+             refresh = \"500ms\"\ntimeout = \"300ms\"\n{discovery}",
+            dns.addr
+        ),
     )
 }
 

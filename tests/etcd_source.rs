@@ -177,25 +177,13 @@ fn b64(text: &str) -> String {
 }
 
 fn follower(etcd: &Etcd, extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "api" }}]
-[upstreams.api]
-strategy = "round_robin"
-retries = 0
-[upstreams.api.discovery]
-source = "etcd"
-endpoints = ["http://{}"]
-prefix = "{PREFIX}"
-{extra}
-"#,
-        etcd.client
+    support::follow::follower_config(
+        "round_robin",
+        "",
+        &format!(
+            "source = \"etcd\"\nendpoints = [\"http://{}\"]\nprefix = \"{PREFIX}\"\n{extra}",
+            etcd.client
+        ),
     )
 }
 

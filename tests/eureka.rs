@@ -710,25 +710,13 @@ servers = [{ addr = "127.0.0.1:9" }]
 "#;
 
 fn follower(registry: SocketAddr) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "api" }}]
-[upstreams.api]
-strategy = "round_robin"
-retries = 0
-[upstreams.api.discovery]
-source = "eureka"
-address = "http://{registry}/eureka/"
-service = "api"
-refresh = "300ms"
-timeout = "500ms"
-"#
+    support::follow::follower_config(
+        "round_robin",
+        "",
+        &format!(
+            "source = \"eureka\"\naddress = \"http://{registry}/eureka/\"\nservice = \"api\"\n\
+             refresh = \"300ms\"\ntimeout = \"500ms\""
+        ),
     )
 }
 

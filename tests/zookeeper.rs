@@ -259,26 +259,13 @@ impl Kazoo {
 }
 
 fn follower(zookeeper: &ZooKeeper, refresh: &str, extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[listeners.web]
-listen = "127.0.0.1:0"
-[vhosts.all]
-hosts = ["*"]
-routes = [{{ path = "/", upstream = "api" }}]
-[upstreams.api]
-strategy = "round_robin"
-retries = 0
-[upstreams.api.discovery]
-source = "zookeeper"
-hosts = "{}"
-service = "api"
-refresh = "{refresh}"
-{extra}
-"#,
-        zookeeper.addr
+    support::follow::follower_config(
+        "round_robin",
+        "",
+        &format!(
+            "source = \"zookeeper\"\nhosts = \"{}\"\nservice = \"api\"\nrefresh = \"{refresh}\"\n{extra}",
+            zookeeper.addr
+        ),
     )
 }
 

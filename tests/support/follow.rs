@@ -7,6 +7,29 @@ use serde_json::Value;
 
 use super::get;
 
+/// A proxy config routing everything to upstream `api` (`strategy`, no
+/// retries, then `upstream`'s lines) whose servers come from `discovery`,
+/// the lines of `[upstreams.api.discovery]`.
+pub fn follower_config(strategy: &str, upstream: &str, discovery: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[listeners.web]
+listen = "127.0.0.1:0"
+[vhosts.all]
+hosts = ["*"]
+routes = [{{ path = "/", upstream = "api" }}]
+[upstreams.api]
+strategy = "{strategy}"
+retries = 0
+{upstream}
+[upstreams.api.discovery]
+{discovery}
+"#
+    )
+}
+
 /// The discovery block of upstream `api` in `/status`.
 pub async fn discovery(proxy: &usherd::Proxy) -> Value {
     let reply = get(
