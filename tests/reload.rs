@@ -425,7 +425,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
 
     // Generation g runs config A when odd, B when even.
     let allowed = |generation: u64, path: &str| -> &'static [&'static str] {
-        match (generation % 2 == 0, path.starts_with("/v2/")) {
+        match (generation.is_multiple_of(2), path.starts_with("/v2/")) {
             (false, _) => &["s1", "s2"],
             (true, false) => &["s1", "s2", "s3"],
             (true, true) => &["s4"],
@@ -440,7 +440,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
             let client = client();
             let mut done = 0u32;
             while running.load(Ordering::SeqCst) && done < 200_000 {
-                let path = if (done + client_index) % 2 == 0 {
+                let path = if (done + client_index).is_multiple_of(2) {
                     "/x"
                 } else {
                     "/v2/x"
