@@ -10,7 +10,6 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, ListenerTls};
 use crate::routing::Router;
-use crate::server::{ConnTimeouts, ServerSettings};
 use crate::stats::StatusClasses;
 use crate::tls::CertStore;
 use crate::upstream::{RuntimeServers, Upstream};
@@ -24,9 +23,6 @@ pub struct Snapshot {
     pub router: Arc<Router>,
     /// In config order; routes refer to them by index.
     pub upstreams: Vec<Arc<Upstream>>,
-    /// How new client connections are served (limits from `[global]`).
-    pub http: Arc<ServerSettings>,
-    pub timeouts: ConnTimeouts,
     /// True when some listener has `redirect_https`, so requests on the
     /// others need not look.
     any_redirect: bool,
@@ -86,12 +82,6 @@ impl Snapshot {
             generation,
             router,
             upstreams,
-            http: Arc::new(ServerSettings::new(&config.global)),
-            timeouts: ConnTimeouts {
-                header_read: config.global.header_read_timeout,
-                idle: config.global.idle_timeout,
-                send: config.global.send_timeout,
-            },
             any_redirect: config.listeners.iter().any(|l| l.redirect_https.is_some()),
             config,
         }
@@ -123,8 +113,6 @@ impl Snapshot {
             config: Arc::clone(&self.config),
             router: Arc::clone(&self.router),
             upstreams,
-            http: Arc::clone(&self.http),
-            timeouts: self.timeouts,
             any_redirect: self.any_redirect,
             vhost_responses: self.vhost_responses.clone(),
             unrouted_responses: Arc::clone(&self.unrouted_responses),

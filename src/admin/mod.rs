@@ -35,7 +35,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::app::App;
 use crate::reload::Trigger;
 use crate::secret::same_secret;
-use crate::server::{ClientIo, ConnState};
+use crate::server::{ClientIo, ConnState, ConnTimeouts};
 use crate::stats::{StatusClasses, LATENCY_BOUNDS};
 use crate::upstream::LazyNow;
 use servers::ServerCall;
@@ -73,7 +73,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
         // bounds hyper's look at the first bytes for HTTP/2), and the next one
         // within `idle_timeout` of the last response.
         let state = Arc::new(ConnState::default());
-        let io = ClientIo::new(stream, Arc::clone(&state), app.snapshots.load().timeouts);
+        let io = ClientIo::new(
+            stream,
+            Arc::clone(&state),
+            ConnTimeouts::new(&app.snapshots.load().config.global),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {
@@ -180,21 +184,24 @@ async fn registry_call(
     let (parts, body) = request.into_parts();
     let limit = registry.settings().max_body as usize;
     let read = Limited::new(body, limit).collect();
-    let body = match tokio::time::timeout(app.snapshots.load().timeouts.header_read, read).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(_)) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than the registry's max_body ({limit} bytes)"),
-            )
-        }
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive in time",
-            )
-        }
-    };
+    let body =
+        match tokio::time::timeout(app.snapshots.load().config.global.header_read_timeout, read)
+            .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body is larger than the registry's max_body ({limit} bytes)"),
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive in time",
+                )
+            }
+        };
     let agent = app
         .bound
         .load()
@@ -248,7 +255,7 @@ async fn server_call(app: &Arc<App>, request: Request<Incoming>) -> Response<Ful
         ServerCall::Weight => {
             // A request being served has no connection time limit: the body
             // gets `header_read_timeout`.
-            let limit = app.snapshots.load().timeouts.header_read;
+            let limit = app.snapshots.load().config.global.header_read_timeout;
             let body = Limited::new(request.into_body(), MAX_ADMIN_BODY).collect();
             let body = match tokio::time::timeout(limit, body).await {
                 Ok(Ok(body)) => body.to_bytes(),

@@ -21,6 +21,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::config::Global;
+
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -64,6 +66,16 @@ pub struct ConnTimeouts {
     pub header_read: Duration,
     pub idle: Duration,
     pub send: Duration,
+}
+
+impl ConnTimeouts {
+    pub fn new(global: &Global) -> ConnTimeouts {
+        ConnTimeouts {
+            header_read: global.header_read_timeout,
+            idle: global.idle_timeout,
+            send: global.send_timeout,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,12 +14,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{ClientIo, ConnState};
-use super::serve::serve_connection;
+use super::conn::{ClientIo, ConnState, ConnTimeouts};
+use super::serve::{serve_connection, ServerSettings};
 use crate::proxy::ClientConn;
 use crate::snapshot::SharedSnapshot;
 use crate::stats::{ListenerStats, OpenConnection};
-use crate::tls;
+use crate::tls::{self, CertStore, CurrentCerts};
 
 /// What every connection of a listener shares.
 #[derive(Clone)]
@@ -74,8 +74,8 @@ pub async fn serve_listener(
                 .listener_tls(&context.name)
                 .map(|tls| tls.handshake_timeout);
             (
-                Arc::clone(&snapshot.http),
-                snapshot.timeouts,
+                ServerSettings::new(&snapshot.config.global),
+                ConnTimeouts::new(&snapshot.config.global),
                 handshake_timeout,
             )
         };
@@ -104,10 +104,10 @@ pub async fn serve_listener(
         };
         let acceptor = tls_acceptor
             .get_or_insert_with(|| {
-                TlsAcceptor::from(tls::server_config(
-                    Arc::clone(&context.snapshots),
-                    Arc::clone(&context.name),
-                ))
+                TlsAcceptor::from(tls::server_config(Arc::new(ListenerCerts {
+                    snapshots: Arc::clone(&context.snapshots),
+                    listener: Arc::clone(&context.name),
+                })))
             })
             .clone();
         let stats = Arc::clone(&context.stats);
@@ -138,4 +138,17 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The borrow `wait_for` returns is dropped at once: it must not be held
     // across an await of a task that moves between threads.
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// A TLS listener's certificates in the snapshot current at each handshake.
+#[derive(Debug)]
+struct ListenerCerts {
+    snapshots: SharedSnapshot,
+    listener: Arc<str>,
+}
+
+impl CurrentCerts for ListenerCerts {
+    fn current(&self) -> Option<Arc<CertStore>> {
+        self.snapshots.load().cert_store(&self.listener).cloned()
+    }
 }

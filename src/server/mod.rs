@@ -12,5 +12,5 @@ pub(crate) use conn::ClientIo;
 pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
 pub use listener::{serve_listener, stopped, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
-pub use serve::{ServerSettings, HTTP2_RESET_FLOODS};
+pub use serve::HTTP2_RESET_FLOODS;
 pub use streams::{current_send_watch, SendWatch};
