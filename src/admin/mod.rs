@@ -33,9 +33,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::app::App;
+use crate::downstream::{stopped, ClientIo, ConnState, ConnTimeouts};
 use crate::reload::Trigger;
 use crate::secret::same_secret;
-use crate::server::{ClientIo, ConnState, ConnTimeouts};
 use crate::stats::{StatusClasses, LATENCY_BOUNDS};
 use crate::upstream::LazyNow;
 use servers::ServerCall;
@@ -55,7 +55,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
             permit = Arc::clone(&slots).acquire_owned() => {
                 permit.expect("the admin connection slots are never closed")
             }
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => return,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -66,7 +66,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
                     continue;
                 }
             },
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => return,
         };
         let app = Arc::clone(&app);
         // The head must come within `header_read_timeout` of accept (this also

@@ -4,7 +4,6 @@
 mod access_log;
 mod attempts;
 mod body;
-mod client;
 mod decision;
 pub mod h1;
 pub mod headers;
@@ -12,6 +11,5 @@ mod redirect;
 mod request_key;
 mod service;
 
-pub use body::{BodyLimits, BodyTooLarge, ClientBody, ResponseBody, UpstreamBody};
-pub use client::ClientConn;
+pub use body::ResponseBody;
 pub use service::handle;

@@ -17,18 +17,15 @@ use http_body::Body;
 
 use super::access_log::AccessRecord;
 use super::attempts::{Attempts, Outcome, Verdict};
-use super::body::{
-    BodySlot, BodyTooLarge, ClientBody, Completion, LimitedBody, ResponseBody, ServerBody,
-    UpstreamBody,
-};
-use super::client::ClientConn;
+use super::body::{Completion, ResponseBody, ServerBody};
 use super::decision::{wants_decision, Decision, DEBUG_HEADER, DECISION_HEADER};
 use super::h1;
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded};
 use super::redirect::{https_location, REDIRECT_TEXT};
 use super::request_key::request_key;
+use crate::body::{BodySlot, BodyTooLarge, ClientBody, LimitedBody, UpstreamBody};
+use crate::downstream::{current_send_watch, ClientConn};
 use crate::error::ProxyError;
-use crate::server::current_send_watch;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::{Endpoint, InFlight, ServerClient, Transport};
 

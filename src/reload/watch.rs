@@ -28,7 +28,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{ReloadError, Trigger};
 use crate::app::App;
-use crate::server::stopped;
+use crate::downstream::stopped;
 
 /// How long after a file event it is handed on.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);

@@ -14,9 +14,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{ClientIo, ConnState, ConnTimeouts};
 use super::serve::{serve_connection, ServerSettings};
-use crate::proxy::ClientConn;
+use crate::downstream::{stopped, ClientConn, ClientIo, ConnState, ConnTimeouts};
 use crate::snapshot::SharedSnapshot;
 use crate::stats::{ListenerStats, OpenConnection};
 use crate::tls::{self, CertStore, CurrentCerts};
@@ -131,13 +130,6 @@ pub async fn serve_listener(
             serve_connection(&http, io, snapshots, client, shutdown).await;
         });
     }
-}
-
-/// Resolves once shutdown has been signalled (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The borrow `wait_for` returns is dropped at once: it must not be held
-    // across an await of a task that moves between threads.
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// A TLS listener's certificates in the snapshot current at each handshake.

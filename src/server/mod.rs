@@ -2,15 +2,11 @@
 //! included) and serve HTTP/1.1 and HTTP/2 on them, per-connection limits,
 //! parking of idle connections, and graceful shutdown.
 
-mod conn;
 mod listener;
 mod listener_set;
 mod serve;
 mod streams;
 
-pub(crate) use conn::ClientIo;
-pub use conn::{ActiveRequest, ConnState, ConnTimeouts};
-pub use listener::{serve_listener, stopped, ListenerContext};
+pub use listener::{serve_listener, ListenerContext};
 pub use listener_set::{BindError, BindPlan, BoundListener, ListenerSet};
 pub use serve::HTTP2_RESET_FLOODS;
-pub use streams::{current_send_watch, SendWatch};

@@ -14,12 +14,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::conn::{ClientIo, Protocol};
-use super::listener::stopped;
 use super::streams::StreamTasks;
+use crate::body::{BodyLimits, ClientBody};
 use crate::config::Global;
+use crate::downstream::{stopped, ClientConn, ClientIo, Protocol};
 use crate::log_limit::LogLimiter;
-use crate::proxy::{h1, handle, BodyLimits, ClientBody, ClientConn};
+use crate::proxy::{h1, handle};
 use crate::snapshot::SharedSnapshot;
 use crate::stats::ClientTimeout;
 

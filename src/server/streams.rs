@@ -26,7 +26,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,50 +34,8 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
 
-use crate::proxy::ClientConn;
+use crate::downstream::{send_watch, ClientConn, SendWatch};
 use crate::stats::ClientTimeout;
-
-tokio::task_local! {
-    /// The watch of the stream whose task is running.
-    static SEND_WATCH: Arc<SendWatch>;
-}
-
-/// The watch of the HTTP/2 stream being served by this task, if it is one.
-pub fn current_send_watch() -> Option<Arc<SendWatch>> {
-    SEND_WATCH.try_with(Arc::clone).ok()
-}
-
-/// Whether a stream's response waits on its client, shared by the stream's
-/// task and its response body (one task: no ordering is needed beyond the
-/// atomic itself). Bit 0: armed; the rest counts arms, so that each frame
-/// handed over starts a new limit.
-#[derive(Debug, Default)]
-pub struct SendWatch {
-    state: AtomicU64,
-}
-
-const ARMED: u64 = 1;
-
-impl SendWatch {
-    /// Data was handed to hyper and waits for the client's window.
-    pub fn arm(&self) {
-        let state = self.state.load(Ordering::Relaxed);
-        self.state
-            .store((state | ARMED).wrapping_add(2), Ordering::Relaxed);
-    }
-
-    /// hyper asked for more (or the body ended): the client is not waited on.
-    pub fn disarm(&self) {
-        let state = self.state.load(Ordering::Relaxed);
-        if state & ARMED != 0 {
-            self.state.store(state & !ARMED, Ordering::Relaxed);
-        }
-    }
-
-    fn state(&self) -> u64 {
-        self.state.load(Ordering::Relaxed)
-    }
-}
 
 /// The executor of one HTTP/2 client connection's stream tasks.
 #[derive(Clone)]
@@ -100,7 +57,7 @@ where
     fn execute(&self, task: F) {
         let watch = Arc::new(SendWatch::default());
         tokio::spawn(Watched {
-            inner: Some(SEND_WATCH.scope(Arc::clone(&watch), task)),
+            inner: Some(send_watch::scope(Arc::clone(&watch), task)),
             watch,
             seen: 0,
             reads: 0,
@@ -140,11 +97,10 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
             this.inner.set(None);
             return Poll::Ready(());
         }
-        let state = this.watch.state();
-        if state & ARMED == 0 {
+        let Some(state) = this.watch.armed() else {
             // A timer left running wakes the task once more, harmlessly.
             return Poll::Pending;
-        }
+        };
         if state != *this.seen || this.timer.is_none() {
             *this.seen = state;
             *this.reads = this.conn.state.reads();
@@ -169,27 +125,5 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         this.inner.set(None);
         this.conn.stream_timed_out(ClientTimeout::Send);
         Poll::Ready(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_arm_is_a_new_generation() {
-        let watch = SendWatch::default();
-        assert_eq!(watch.state() & ARMED, 0);
-        watch.arm();
-        let first = watch.state();
-        assert_eq!(first & ARMED, ARMED);
-        watch.arm();
-        let second = watch.state();
-        assert_eq!(second & ARMED, ARMED);
-        assert_ne!(first, second);
-        watch.disarm();
-        assert_eq!(watch.state() & ARMED, 0);
-        watch.arm();
-        assert_ne!(watch.state(), second);
     }
 }

@@ -26,9 +26,9 @@ use hyper_util::client::legacy::Client;
 use tokio::sync::Notify;
 
 use crate::balance::{Balancer, Loads, PeakEwma};
+use crate::body::UpstreamBody;
 use crate::config::{self, HashKey, HealthCheck, Outlier, StrategyKind};
 use crate::error::ProxyError;
-use crate::proxy::UpstreamBody;
 use crate::stats::{LatencyHistogram, StatusClasses};
 
 pub use checks::spawn_checks;

@@ -23,10 +23,11 @@ use super::conn::{Client, ClientStream, Read};
 use super::heads::{content_length_header, header, write_local_response, Persistence, CONTINUE};
 use super::relay::{ClientFault, RequestBody};
 use super::request::{After, Facts};
+use crate::body::{ClientBody, RelayedBody, RelayedChunk};
 use crate::error::ProxyError;
 use crate::http1::chunked::{size_line, LAST_CHUNK};
 use crate::http1::{BodyLength, RequestHead};
-use crate::proxy::body::{ClientBody, RelayedBody, RelayedChunk, ResponseBody};
+use crate::proxy::body::ResponseBody;
 use crate::proxy::handle;
 use crate::stats::ClientTimeout;
 

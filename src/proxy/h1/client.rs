@@ -24,9 +24,9 @@ use super::exchange::{
 };
 use super::heads::{content_length_header, header};
 use super::relay::{encode, BodyDecoder, UpstreamFault, BODY_READ};
+use crate::body::{BodyTooLarge, BoxError, UpstreamBody};
 use crate::http1::chunked::LAST_CHUNK;
 use crate::http1::{response_framing, ResponseHead};
-use crate::proxy::body::{BodyTooLarge, BoxError, UpstreamBody};
 use crate::upstream::h1::{ConnectError, UpstreamConn, UpstreamStream};
 use crate::upstream::Http1Pool;
 

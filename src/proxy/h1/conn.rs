@@ -32,10 +32,9 @@ use tokio_util::io::poll_read_buf;
 
 use super::heads::{write_local_response, Persistence};
 use super::request;
+use crate::downstream::{stopped, ClientConn};
 use crate::error::ProxyError;
 use crate::http1::{HeadError, RequestHead, ResponseHead};
-use crate::proxy::ClientConn;
-use crate::server::stopped;
 use crate::snapshot::SharedSnapshot;
 use crate::stats::ClientTimeout;
 

@@ -23,10 +23,10 @@ use tokio_util::io::poll_read_buf;
 use super::conn::{make_room, ClientStream, Peer, SendLimited};
 use super::heads::write_interim_response;
 use super::relay::{encode, ClientFault, RequestBody, UpstreamFault, BODY_READ};
+use crate::body::BoxError;
+use crate::downstream::ClientConn;
 use crate::http1::chunked::LAST_CHUNK;
 use crate::http1::{HeadError, ResponseHead};
-use crate::proxy::body::BoxError;
-use crate::proxy::ClientConn;
 use crate::upstream::h1::UpstreamStream;
 
 /// The largest response head accepted from a server (HAProxy's default

@@ -14,9 +14,9 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::conn::{make_room, Client, ClientStream, Peer, SendLimited};
+use crate::body::MinRate;
 use crate::http1::chunked::{size_line, LAST_CHUNK};
 use crate::http1::{BodyLength, ChunkError, ChunkedDecoder};
-use crate::proxy::body::MinRate;
 use crate::upstream::h1::UpstreamStream;
 
 /// The most body data moved in one step.

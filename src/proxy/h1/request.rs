@@ -19,6 +19,7 @@ use super::conn::{Client, ClientStream};
 use super::forward;
 use super::heads::{write_local_response, write_upstream_request, Forwarding, Persistence};
 use super::relay::RequestBody;
+use crate::downstream::ClientConn;
 use crate::error::ProxyError;
 use crate::http1::{
     request_framing, BodyLength, HeaderKind, Headers, Method, RequestFraming, RequestHead,
@@ -27,7 +28,6 @@ use crate::proxy::access_log::{self, AccessRecord};
 use crate::proxy::decision::{wants_decision, Decision};
 use crate::proxy::redirect::{https_location, REDIRECT_TEXT};
 use crate::proxy::request_key::{request_key, HeaderSource};
-use crate::proxy::ClientConn;
 use crate::snapshot::Snapshot;
 
 /// What becomes of the connection after a request.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::header::HeaderValue;
 
-use crate::server::ConnState;
+use super::ConnState;
 use crate::stats::{ClientTimeout, ListenerStats};
 
 /// What the proxy knows of the client connection a request came on.
