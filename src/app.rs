@@ -1,211 +1,34 @@
-//! The running proxy's shared state: the published snapshot, the listener
-//! sets, the reload and publish records, and the client connections to drain
-//! on shutdown. `control/` publishes snapshots, `reload/` feeds it configs;
-//! `admin/` reads it; `Proxy` (lib.rs) is its handle.
+//! Starts a proxy: the control state (`control::App`) with its first
+//! snapshot, its listeners (all or none), the registry, discovery sources
+//! and health checks, the admin API, and the loop that applies discovered
+//! sets. The top of the control side: the one module that wires the admin
+//! API into the listener sets.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use tokio::sync::{watch, Semaphore};
-use tokio_util::task::TaskTracker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::admin;
 use crate::config::Config;
-use crate::control::{self, Control, PublishRecord, ShownSources};
-use crate::registry::Registry;
-use crate::reload::{ReloadCounts, ReloadRecord};
-use crate::server::{serve_listener, BindError, BindPlan, BoundListener, ListenerContext};
-use crate::snapshot::{SharedSnapshot, Snapshot};
-use crate::stats::ListenerStats;
-use crate::upstream::RuntimeServers;
+use crate::control::{self, App};
+use crate::server::BindError;
 
-/// Where the proxy is listening now.
-#[derive(Debug, Default, Clone)]
-pub struct Bound {
-    pub listeners: Vec<BoundListener>,
-    pub admin: Option<SocketAddr>,
+/// Binds every listener of `config` (all or none) and starts serving.
+pub async fn start(config: Config) -> Result<Arc<App>, BindError> {
+    let config = Arc::new(config);
+    let (app, discovered) = App::new(Arc::clone(&config), serve_admin);
+    let mut control = app.control.lock().await;
+    let (listeners, admin) = app.bind_missing(&control, &config).await?;
+    // The registry is up before the admin listener that serves it.
+    app.start_control(&mut control, &config);
+    app.switch_listeners(&mut control, listeners, admin);
+    drop(control);
+    tokio::spawn(control::apply_discovered(Arc::clone(&app), discovered));
+    Ok(app)
 }
 
-impl Bound {
-    /// Every address usherd listens on.
-    pub fn addresses(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .map(|listener| listener.addr)
-            .chain(self.admin)
-            .collect()
-    }
-}
-
-pub struct App {
-    pub snapshots: SharedSnapshot,
-    pub(crate) control: tokio::sync::Mutex<Control>,
-    pub bound: ArcSwap<Bound>,
-    pub(crate) last_reload: Mutex<ReloadRecord>,
-    pub(crate) last_publish: Mutex<PublishRecord>,
-    /// The discovery source of each upstream that has one, for `/status`.
-    pub(crate) sources: ShownSources,
-    /// The built-in service registry, while the config has one.
-    pub(crate) registry: Mutex<Option<Arc<Registry>>>,
-    pub reload_counts: ReloadCounts,
-    /// The config text the last reload from the file read, so the file
-    /// watcher can skip events that did not change it.
-    pub(crate) last_file_text: Mutex<Option<String>>,
-    pub started_at: SystemTime,
-    pub(crate) connection_slots: Arc<Semaphore>,
-    /// Connection counters of every listener that ever ran, by name; a
-    /// listener that comes back keeps counting where it stopped.
-    pub listener_stats: Mutex<HashMap<String, Arc<ListenerStats>>>,
-    connections: TaskTracker,
-    /// Turns true on shutdown, for background tasks such as the file watcher.
-    pub(crate) shutdown: watch::Sender<bool>,
-    /// The link to the fleet, when the config comes from etcd.
-    pub(crate) fleet: std::sync::OnceLock<Arc<crate::fleet::Fleet>>,
-}
-
-impl App {
-    /// Binds every listener of `config` (all or none) and starts serving.
-    pub async fn start(config: Config) -> Result<Arc<App>, BindError> {
-        let config = Arc::new(config);
-        let started_at = SystemTime::now();
-        let file_text = config
-            .path
-            .as_ref()
-            .and_then(|path| std::fs::read_to_string(path).ok());
-        let (updates, discovered) = tokio::sync::mpsc::unbounded_channel();
-        let app = Arc::new(App {
-            snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::build(
-                Arc::clone(&config),
-                1,
-                None,
-                &RuntimeServers::default(),
-            ))),
-            control: tokio::sync::Mutex::new(Control::new(config.global.max_connections, updates)),
-            bound: ArcSwap::default(),
-            last_reload: Mutex::new(ReloadRecord::started(started_at)),
-            last_publish: Mutex::new(PublishRecord {
-                generation: 1,
-                at: started_at,
-                trigger: None,
-                changes: Vec::new(),
-            }),
-            sources: Mutex::default(),
-            registry: Mutex::default(),
-            reload_counts: ReloadCounts::default(),
-            last_file_text: Mutex::new(file_text),
-            started_at,
-            connection_slots: Arc::new(Semaphore::new(config.global.max_connections)),
-            listener_stats: Mutex::default(),
-            connections: TaskTracker::new(),
-            shutdown: watch::channel(false).0,
-            fleet: std::sync::OnceLock::new(),
-        });
-        let mut control = app.control.lock().await;
-        let (listeners, admin) = app.bind_missing(&control, &config).await?;
-        // The registry is up before the admin listener that serves it.
-        app.start_control(&mut control, &config);
-        app.switch_listeners(&mut control, listeners, admin);
-        drop(control);
-        tokio::spawn(control::apply_discovered(Arc::clone(&app), discovered));
-        Ok(app)
-    }
-
-    /// Binds what `config` wants and is not bound yet: listeners, then admin.
-    pub(crate) async fn bind_missing(
-        &self,
-        control: &Control,
-        config: &Config,
-    ) -> Result<(BindPlan, BindPlan), BindError> {
-        let listeners: Vec<(String, SocketAddr)> = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.listen))
-            .collect();
-        let admin: Vec<(String, SocketAddr)> = config
-            .admin
-            .iter()
-            .map(|a| ("admin".to_string(), a.listen))
-            .collect();
-        let listeners = control.listeners.bind_missing(&listeners).await?;
-        let admin = control.admin.bind_missing(&admin).await?;
-        Ok((listeners, admin))
-    }
-
-    /// Starts newly bound listeners and stops those no longer wanted.
-    pub(crate) fn switch_listeners(
-        self: &Arc<Self>,
-        control: &mut Control,
-        listeners: BindPlan,
-        admin: BindPlan,
-    ) {
-        control
-            .listeners
-            .switch_to(listeners, |name, socket, stop| {
-                let stats = Arc::clone(
-                    self.listener_stats
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .entry(name.to_string())
-                        .or_default(),
-                );
-                let context = ListenerContext {
-                    name: Arc::from(name),
-                    stats,
-                    snapshots: Arc::clone(&self.snapshots),
-                    connection_slots: Arc::clone(&self.connection_slots),
-                    tracker: self.connections.clone(),
-                };
-                tokio::spawn(serve_listener(socket, context, stop));
-            });
-        control.admin.switch_to(admin, |_, socket, stop| {
-            tokio::spawn(admin::serve(socket, Arc::clone(self), stop));
-        });
-        let bound = Bound {
-            listeners: control.listeners.bound(),
-            admin: control.admin.bound().first().map(|b| b.addr),
-        };
-        if let Some(registry) = self.registry() {
-            registry.set_own(bound.addresses());
-        }
-        self.bound.store(Arc::new(bound));
-    }
-
-    /// Stops accepting, lets requests in flight finish for up to
-    /// `shutdown_timeout`, and returns true if all finished in time.
-    pub async fn shutdown(&self) -> bool {
-        let limit = self.snapshots.load().config.global.shutdown_timeout;
-        {
-            let mut control = self.control.lock().await;
-            control.listeners.stop_all();
-            control.admin.stop_all();
-            control.health_checks.clear();
-            control.sources.clear();
-        }
-        if let Some(registry) = self
-            .registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            registry.stop();
-        }
-        self.shutdown.send_replace(true);
-        if let Some(fleet) = self.fleet.get() {
-            fleet.leave().await;
-        }
-        self.connections.close();
-        let in_time = tokio::time::timeout(limit, self.connections.wait())
-            .await
-            .is_ok();
-        if !in_time {
-            tracing::warn!(
-                ?limit,
-                "shutdown_timeout passed with requests still in flight"
-            );
-        }
-        in_time
-    }
+/// Serves the admin API on an admin listener (`control::ServeAdmin`).
+fn serve_admin(listener: TcpListener, app: Arc<App>, stop: watch::Receiver<bool>) {
+    tokio::spawn(admin::serve(listener, app, stop));
 }

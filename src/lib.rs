@@ -38,8 +38,8 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::app::App;
 use crate::config::Config;
+use crate::control::App;
 use crate::reload::{ReloadError, ReloadRecord, Trigger};
 use crate::snapshot::Snapshot;
 
@@ -54,7 +54,7 @@ impl Proxy {
     /// Binds every listener (all or none) and starts serving.
     pub async fn start(config: Config) -> Result<Proxy, BindError> {
         Ok(Proxy {
-            app: App::start(config).await?,
+            app: app::start(config).await?,
         })
     }
 
@@ -103,7 +103,7 @@ impl Proxy {
     /// and keeps this instance's member key as `name` (docs/fleet.md).
     pub fn follow_fleet(&self, key: fleet::ConfigKey, revision: i64, name: String) {
         let fleet = fleet::Fleet::start(&self.app, key, revision, name);
-        self.app.fleet.set(fleet).ok();
+        self.app.config_store.set(fleet).ok();
     }
 
     /// Reloads whenever the config file changes on disk.

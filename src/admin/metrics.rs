@@ -11,7 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::app::App;
+use crate::control::App;
 use crate::server::HTTP2_RESET_FLOODS;
 use crate::stats::{ClientTimeout, LatencySnapshot, StatusClasses};
 use crate::upstream::LazyNow;

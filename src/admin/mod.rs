@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::app::App;
+use crate::control::App;
 use crate::downstream::{stopped, ClientIo, ConnState, ConnTimeouts};
 use crate::reload::Trigger;
 use crate::secret::same_secret;
@@ -395,7 +395,7 @@ pub fn status(app: &App) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "generation": snapshot.generation,
         "config_path": snapshot.config.path.as_ref().map(|p| p.display().to_string()),
-        "fleet": app.fleet.get().map(|fleet| fleet.status()),
+        "fleet": app.config_store.get().map(|store| store.status()),
         "registry_store": app.registry().and_then(|registry| registry.store_state()).map(|(stale, error, leads_checks)| json!({
             "store": "etcd",
             "state": if stale { "stale" } else { "ok" },

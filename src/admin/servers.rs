@@ -11,8 +11,8 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::app::App;
 use crate::config::MAX_WEIGHT;
+use crate::control::App;
 use crate::control::Trigger;
 use crate::snapshot::Snapshot;
 

@@ -11,8 +11,10 @@
 //! upstreams. Discovered sets arrive on a channel and are applied in
 //! batches, at most one publish per `DISCOVERY_BATCH`.
 //!
-//! The data plane (proxy, upstream, balance, routing, http1) never imports
-//! this module: it reads the published snapshot.
+//! `App` (app.rs) is the state all of this works on; `records.rs` what is
+//! kept of publishes and reloads. The data plane (proxy, upstream, balance,
+//! routing, http1) never imports this module: it reads the published
+//! snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
-use crate::app::App;
+mod app;
+mod records;
+
+pub use app::App;
+pub(crate) use app::{BoxFuture, ConfigStore};
+pub use records::{PublishRecord, ReloadCounts, ReloadError, ReloadRecord};
+
 use crate::config::{Config, DiscoverySource, HealthCheck, Server};
 use crate::discovery::{self, RunningSource, SourceStatus, Update};
 use crate::registry::Registry;
@@ -61,15 +69,6 @@ impl Trigger {
             Trigger::Store => "etcd",
         }
     }
-}
-
-/// The last publish, for `GET /status`.
-#[derive(Debug, Clone)]
-pub struct PublishRecord {
-    pub generation: u64,
-    pub at: SystemTime,
-    pub trigger: Option<Trigger>,
-    pub changes: Vec<String>,
 }
 
 /// What only one change at a time may touch.

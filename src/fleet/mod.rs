@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
-use crate::app::App;
 use crate::config::{parse_config_at, Config};
+use crate::control::{App, BoxFuture, ConfigStore};
 use crate::etcd::{Etcd, Event};
 use crate::reload::{ReloadError, Trigger};
 
@@ -146,29 +146,6 @@ impl Fleet {
         fleet
     }
 
-    /// Leaves the fleet on shutdown: the member key goes with its lease, so
-    /// `fleet status` stops listing this instance at once.
-    pub async fn leave(&self) {
-        let lease = self.lease.swap(0, Ordering::Relaxed);
-        if lease != 0 {
-            if let Err(error) = self.etcd.revoke(lease).await {
-                tracing::warn!(%error, "fleet: could not revoke the member key's lease; it runs out on its own");
-            }
-        }
-    }
-
-    /// Reads the key again and applies it (SIGHUP, `POST /reload`).
-    pub async fn reread(&self, app: &Arc<App>, trigger: Trigger) -> Result<u64, ReloadError> {
-        match self.etcd.get(&self.key.key).await {
-            Ok((Some(kv), _)) => self.apply(app, kv.value, kv.mod_revision, trigger).await,
-            Ok((None, _)) => Err(ReloadError::Store(format!(
-                "{}: the key does not exist",
-                self.key.url()
-            ))),
-            Err(error) => Err(ReloadError::Store(error)),
-        }
-    }
-
     /// Applies the config text of `revision`; a refusal is recorded.
     async fn apply(
         &self,
@@ -233,7 +210,7 @@ impl Fleet {
     }
 
     /// The `fleet` block of `/status`.
-    pub fn status(&self) -> Value {
+    fn fleet_status(&self) -> Value {
         let state = self.state();
         json!({
             "config": self.key.url(),
@@ -258,6 +235,43 @@ impl State {
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
+}
+
+impl ConfigStore for Fleet {
+    /// Reads the key again and applies it (SIGHUP, `POST /reload`).
+    fn reread<'a>(
+        &'a self,
+        app: &'a Arc<App>,
+        trigger: Trigger,
+    ) -> BoxFuture<'a, Result<u64, ReloadError>> {
+        Box::pin(async move {
+            match self.etcd.get(&self.key.key).await {
+                Ok((Some(kv), _)) => self.apply(app, kv.value, kv.mod_revision, trigger).await,
+                Ok((None, _)) => Err(ReloadError::Store(format!(
+                    "{}: the key does not exist",
+                    self.key.url()
+                ))),
+                Err(error) => Err(ReloadError::Store(error)),
+            }
+        })
+    }
+
+    fn status(&self) -> Value {
+        self.fleet_status()
+    }
+
+    /// Leaves the fleet on shutdown: the member key goes with its lease, so
+    /// `fleet status` stops listing this instance at once.
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let lease = self.lease.swap(0, Ordering::Relaxed);
+            if lease != 0 {
+                if let Err(error) = self.etcd.revoke(lease).await {
+                    tracing::warn!(%error, "fleet: could not revoke the member key's lease; it runs out on its own");
+                }
+            }
+        })
+    }
 }
 
 /// Follows the config key: a watch from the revision after the last read;

@@ -13,69 +13,22 @@
 pub mod diff;
 mod watch;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::app::App;
 use crate::config::{parse_config, Config, ConfigError, ConfigErrors};
-use crate::control::Control;
-pub use crate::control::Trigger;
-use crate::server::BindError;
+use crate::control::{App, Control};
+pub use crate::control::{ReloadCounts, ReloadError, ReloadRecord, Trigger};
 
 pub use watch::{watch_config_file, DEBOUNCE};
-
-/// Why a reload was refused; the running config stays.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("{0}")]
-    Config(ConfigErrors),
-    #[error(transparent)]
-    Bind(BindError),
-    #[error("the running config was not read from a file, so there is no file to reload")]
-    NoFile,
-    /// The config's etcd key could not be read, or its value was refused.
-    #[error("{0}")]
-    Store(String),
-}
-
-/// The outcome of the last reload, for `GET /status`.
-#[derive(Debug, Clone)]
-pub struct ReloadRecord {
-    pub at: SystemTime,
-    pub ok: bool,
-    pub error: Option<String>,
-    /// One line per changed listener, vhost, upstream or setting.
-    pub changes: Vec<String>,
-    pub trigger: Option<Trigger>,
-}
-
-impl ReloadRecord {
-    /// The record before any reload: the start counts as a good load.
-    pub fn started(at: SystemTime) -> ReloadRecord {
-        ReloadRecord {
-            at,
-            ok: true,
-            error: None,
-            changes: Vec::new(),
-            trigger: None,
-        }
-    }
-}
-
-/// Reloads by result, since start.
-#[derive(Debug, Default)]
-pub struct ReloadCounts {
-    pub ok: AtomicU64,
-    pub failed: AtomicU64,
-}
 
 impl App {
     /// Reads the config file (or etcd key) again and applies it; returns
     /// the new generation.
     pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> Result<u64, ReloadError> {
-        if let Some(fleet) = self.fleet.get() {
-            return fleet.reread(self, trigger).await;
+        if let Some(store) = self.config_store.get() {
+            return store.reread(self, trigger).await;
         }
         self.reload_file(trigger, true).await
     }

@@ -27,7 +27,7 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{ReloadError, Trigger};
-use crate::app::App;
+use crate::control::App;
 use crate::downstream::stopped;
 
 /// How long after a file event it is handed on.
