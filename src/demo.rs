@@ -63,15 +63,6 @@ pub async fn start_backends() -> std::io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// This machine's host name (a container's is its short id), else `demo-backend`.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "demo-backend".to_string())
-}
-
 /// Serves the demo backend `name` on `listener` until `stop` is cancelled;
 /// then it accepts no more connections, finishes the requests in flight,
 /// closes its connections and returns.

@@ -10,17 +10,21 @@
 pub mod admin;
 mod app;
 pub mod balance;
+#[cfg(feature = "tools")]
 pub mod bench;
 pub mod body;
 pub mod config;
 mod control;
+#[cfg(feature = "tools")]
 pub mod demo;
+#[cfg(feature = "tools")]
 pub mod demo_registration;
 pub mod discovery;
 pub mod downstream;
 pub mod error;
 pub mod etcd;
 pub mod fleet;
+pub mod host;
 pub mod http1;
 pub mod log_limit;
 pub mod probe;

@@ -2,9 +2,11 @@
 //! `demo-backend`, `probe`; logging; signals; exit codes (0 clean, 1 bad
 //! config or arguments, 2 runtime failure; `probe`: 0 or 1).
 
+#[cfg(feature = "tools")]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+#[cfg(feature = "tools")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +16,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use usherd::config::{self, Config};
+#[cfg(feature = "tools")]
 use usherd::demo_registration::Registration;
 use usherd::reload::Trigger;
-use usherd::{bench, demo, fleet, probe, Proxy};
+#[cfg(feature = "tools")]
+use usherd::{bench, demo};
+use usherd::{fleet, host, probe, Proxy};
 
 const DEFAULT_CONFIG: &str = "config/usherd.toml";
 
@@ -59,8 +64,10 @@ enum Command {
     /// Validate a config: print a summary and exit 0, or every error and exit 1.
     Check,
     /// Compare balancing strategies on simulated backends (see docs/strategies.md).
+    #[cfg(feature = "tools")]
     Bench(Box<BenchArgs>),
     /// Start 3 demo backends and a proxy in front of them.
+    #[cfg(feature = "tools")]
     Demo {
         /// Port of the demo proxy on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 8080)]
@@ -70,6 +77,7 @@ enum Command {
         admin_port: u16,
     },
     /// Serve one demo backend: every request gets its name and address back.
+    #[cfg(feature = "tools")]
     DemoBackend {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:8080")]
@@ -113,6 +121,7 @@ enum FleetAction {
     },
 }
 
+#[cfg(feature = "tools")]
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Backends and events from a TOML file (see docs/strategies.md).
@@ -181,11 +190,11 @@ fn main() -> ExitCode {
         }
     };
     // The bench's proxy would log every request: warnings only, unless asked.
-    let default_level = if matches!(cli.command, Some(Command::Bench(_))) {
-        "warn"
-    } else {
-        "info"
-    };
+    #[cfg(feature = "tools")]
+    let quiet = matches!(cli.command, Some(Command::Bench(_)));
+    #[cfg(not(feature = "tools"))]
+    let quiet = false;
+    let default_level = if quiet { "warn" } else { "info" };
     init_logging(cli.log_format, default_level);
     let config_path = cli
         .config
@@ -201,7 +210,11 @@ fn main() -> ExitCode {
             None => check(&config_path),
         },
         Command::Run { no_watch, name } => match etcd_key {
-            Some(key) => on_runtime(run_from_etcd(key, name.unwrap_or_else(demo::host_name))),
+            Some(key) => on_runtime(run_from_etcd(
+                key,
+                name.or_else(host::host_name)
+                    .unwrap_or_else(|| "usherd".into()),
+            )),
             None => {
                 let config = match config::load(&config_path) {
                     Ok(config) => config,
@@ -230,7 +243,9 @@ fn main() -> ExitCode {
             };
             on_runtime(fleet_status(key))
         }
+        #[cfg(feature = "tools")]
         Command::Demo { port, admin_port } => on_runtime(run_demo(port, admin_port)),
+        #[cfg(feature = "tools")]
         Command::DemoBackend {
             listen,
             name,
@@ -239,7 +254,9 @@ fn main() -> ExitCode {
             service,
             advertise,
         } => {
-            let name = name.unwrap_or_else(demo::host_name);
+            let name = name
+                .or_else(host::host_name)
+                .unwrap_or_else(|| "demo-backend".into());
             let registration = register.map(|registry| Registration {
                 registry,
                 token,
@@ -251,6 +268,7 @@ fn main() -> ExitCode {
             on_runtime(run_demo_backend(listen, name, registration))
         }
         Command::Probe { url, timeout } => on_runtime(run_probe(url, timeout)),
+        #[cfg(feature = "tools")]
         Command::Bench(args) => match bench_options(&args) {
             Ok(options) => on_runtime(run_bench(options, args.virtual_time, args.json, args.svg)),
             Err(message) => {
@@ -529,6 +547,7 @@ async fn wait_for_shutdown_signal(proxy: &Proxy) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "tools")]
 /// The bench's options from its arguments; an error is a bad argument.
 fn bench_options(args: &BenchArgs) -> Result<bench::BenchOptions, String> {
     let profile = match &args.profile {
@@ -588,6 +607,7 @@ fn bench_options(args: &BenchArgs) -> Result<bench::BenchOptions, String> {
     })
 }
 
+#[cfg(feature = "tools")]
 async fn run_bench(
     options: bench::BenchOptions,
     virtual_time: bool,
@@ -613,6 +633,7 @@ async fn run_bench(
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "tools")]
 async fn run_demo(port: u16, admin_port: u16) -> anyhow::Result<ExitCode> {
     let backends = demo::start_backends()
         .await
@@ -645,8 +666,10 @@ async fn run_demo(port: u16, admin_port: u16) -> anyhow::Result<ExitCode> {
 }
 
 /// How long a demo backend waits for its requests in flight after SIGTERM.
+#[cfg(feature = "tools")]
 const DEMO_BACKEND_DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
+#[cfg(feature = "tools")]
 async fn run_demo_backend(
     listen: SocketAddr,
     name: String,

@@ -68,7 +68,11 @@ impl Replica {
             etcd: Etcd::new(endpoints, CALL_TIMEOUT),
             instances: format!("{prefix}/instances/"),
             leader_key: format!("{prefix}/checks-leader"),
-            name: format!("{}-{}", crate::demo::host_name(), std::process::id()),
+            name: format!(
+                "{}-{}",
+                crate::host::host_name().unwrap_or_else(|| "usherd".into()),
+                std::process::id()
+            ),
             revisions: Mutex::default(),
             pending: Mutex::default(),
             outbox,
