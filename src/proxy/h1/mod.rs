@@ -12,7 +12,7 @@
 //! of HTTP/2 clients (hyper's types) over the same upstream connections.
 
 mod bridge;
-mod client;
+mod send;
 mod conn;
 mod date;
 mod exchange;
@@ -21,5 +21,5 @@ pub mod heads;
 mod relay;
 mod request;
 
-pub use client::{send, PooledBody, SendFailure};
+pub use send::{send, PooledBody, SendFailure};
 pub use conn::{serve, Limits, PARK_AFTER_IDLE};
