@@ -50,6 +50,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The headers a `Connection` option cannot take away, because usherd sets
+/// them or routes and frames by them: a client's `Connection:
+/// x-forwarded-for` does not erase the chain it came with. The one list both
+/// request paths follow (`h1/heads.rs` asks `connection_may_remove`).
+const KEPT_FROM_CONNECTION: [&str; 6] = [
+    "host",
+    "content-length",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// Whether a `Connection` option naming `name` removes that header.
+pub fn connection_may_remove(name: &[u8]) -> bool {
+    !KEPT_FROM_CONNECTION
+        .iter()
+        .any(|kept| kept.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Removes `Connection` and the headers it names.
 fn remove_connection_and_named(headers: &mut HeaderMap) {
     // `remove` returns the first value only; further `Connection` lines are rare.
@@ -65,7 +85,9 @@ fn remove_connection_and_named(headers: &mut HeaderMap) {
             continue;
         };
         for token in value.split(',').map(str::trim) {
-            headers.remove(token);
+            if connection_may_remove(token.as_bytes()) {
+                headers.remove(token);
+            }
         }
     }
 }
@@ -167,6 +189,25 @@ mod tests {
         remove_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_usherd_sets_or_routes_by() {
+        let mut headers = map(&[
+            (
+                "connection",
+                "X-Forwarded-For, x-request-id, host, content-length, x-gone",
+            ),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-request-id", "abc"),
+            ("host", "shop.test"),
+            ("content-length", "0"),
+            ("x-gone", "1"),
+        ]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 4, "{headers:?}");
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1");
+        assert!(headers.get("x-gone").is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod access_log;
 mod attempts;
 mod body;
+mod decide;
 mod decision;
 pub mod h1;
 pub mod headers;

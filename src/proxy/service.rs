@@ -18,14 +18,16 @@ use http_body::Body;
 use super::access_log::AccessRecord;
 use super::attempts::{Attempts, Outcome, Verdict};
 use super::body::{Completion, ResponseBody, ServerBody};
+use super::decide::{decide, Decided, RequestView};
 use super::decision::{wants_decision, Decision, DEBUG_HEADER, DECISION_HEADER};
 use super::h1;
 use super::headers::{ensure_request_id, remove_hop_by_hop, set_forwarded};
-use super::redirect::{https_location, REDIRECT_TEXT};
+use super::redirect::REDIRECT_TEXT;
 use super::request_key::request_key;
 use crate::body::{BodySlot, BodyTooLarge, ClientBody, LimitedBody, UpstreamBody};
 use crate::downstream::{current_send_watch, ClientConn};
 use crate::error::ProxyError;
+use crate::routing::Matched;
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::{Endpoint, InFlight, ServerClient, Transport};
 
@@ -104,33 +106,38 @@ pub async fn handle(
     );
     let version = request.version();
     let snapshot = snapshots.load_full();
-    if let Some(port) = snapshot.redirect_https(&conn.listener) {
-        let completion = Completion::new(active, access, started);
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", PathAndQuery::as_str);
-        let location = host
-            .as_ref()
-            .and_then(|host| https_location(host.as_bytes(), port, path));
-        let response = match location {
-            Some(location) => redirect_response(location, completion),
-            None => error_response(
-                ProxyError::BadRequest("a redirect to https needs a valid Host"),
-                version,
-                completion,
-            ),
-        };
-        snapshot.record_response(None, response.status().as_u16());
-        return Ok(response);
-    }
+    let decided = decide(&snapshot, &conn.listener, &view(&request, host.as_ref()));
+    let matched = match decided {
+        Ok(Decided::Route(matched)) => Ok(matched),
+        Ok(Decided::Redirect(location)) => {
+            let completion = Completion::new(active, access, started);
+            let response = redirect_response(location, completion);
+            snapshot.record_response(None, response.status().as_u16());
+            return Ok(response);
+        }
+        Err(error) => Err(error),
+    };
     let asked = request
         .headers()
         .get(&DEBUG_HEADER)
         .map(HeaderValue::as_bytes);
     let debug = wants_decision(asked, &snapshot);
     let mut decision = Decision::default();
-    let outcome = forward(&snapshot, &conn, request, host, &mut access, &mut decision).await;
+    let outcome = match matched {
+        Ok(matched) => {
+            forward(
+                &snapshot,
+                &conn,
+                matched,
+                request,
+                host,
+                &mut access,
+                &mut decision,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
     let mut response = match outcome {
         Ok(Forwarded {
             response,
@@ -169,6 +176,22 @@ fn request_host(request: &Request<ClientBody>) -> Option<HeaderValue> {
     }
 }
 
+/// What `decide` needs of `request`, whose host (`request_host`) is `host`.
+fn view<'a>(request: &'a Request<ClientBody>, host: Option<&'a HeaderValue>) -> RequestView<'a> {
+    RequestView {
+        is_connect: request.method() == Method::CONNECT,
+        host: host.map(HeaderValue::as_bytes),
+        host_lines: request.headers().get_all(header::HOST).iter().count(),
+        host_conflicts: host_differs_from_authority(request),
+        needs_host: request.version() == Version::HTTP_11,
+        path_and_query: request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str),
+        declared_length: Some(request.body().size_hint().lower()).filter(|&length| length > 0),
+    }
+}
+
 /// An HTTP/2 request whose `Host` names another host than its `:authority`
 /// is malformed (RFC 9113 §8.3.1).
 fn host_differs_from_authority(request: &Request<ClientBody>) -> bool {
@@ -186,39 +209,13 @@ fn host_differs_from_authority(request: &Request<ClientBody>) -> bool {
 async fn forward(
     snapshot: &Snapshot,
     conn: &ClientConn,
+    matched: Matched<'_>,
     request: Request<ClientBody>,
     host: Option<HeaderValue>,
     access: &mut Option<Box<AccessRecord>>,
     decision: &mut Decision,
 ) -> Result<Forwarded, ProxyError> {
-    if request.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed);
-    }
-    if host_differs_from_authority(&request) {
-        return Err(ProxyError::BadRequest(
-            "the Host header differs from :authority",
-        ));
-    }
     let global = &snapshot.config.global;
-    if let Some(limit) = global.max_request_body {
-        if request.body().size_hint().lower() > limit {
-            return Err(ProxyError::BodyTooLarge);
-        }
-    }
-    let host_name = match host.as_ref().map(HeaderValue::to_str) {
-        Some(Ok(name)) => name,
-        Some(Err(_)) => return Err(ProxyError::BadRequest("the Host header is not valid")),
-        None if request.version() == Version::HTTP_11 => {
-            return Err(ProxyError::BadRequest(
-                "an HTTP/1.1 request needs a Host header",
-            ))
-        }
-        None => "",
-    };
-    let matched = snapshot
-        .router
-        .lookup(&conn.listener, host_name, request.uri().path())
-        .ok_or(ProxyError::NoRoute)?;
     let upstream = &snapshot.upstreams[matched.route.upstream];
     decision.vhost = Some(matched.vhost.index);
     decision.upstream = Some(matched.route.upstream);

@@ -8,6 +8,7 @@ use http::header::HeaderValue;
 use http::StatusCode;
 
 use super::date::write_date_header;
+use crate::proxy::headers::connection_may_remove;
 
 /// What a head buffer starts with: most heads fit, and growing it by
 /// doubling from nothing would take a handful of reallocations.
@@ -83,6 +84,7 @@ fn names_a_header(token: &[u8]) -> bool {
         || token.eq_ignore_ascii_case(b"close")
         || token.eq_ignore_ascii_case(b"keep-alive")
         || token.eq_ignore_ascii_case(b"upgrade"))
+        && connection_may_remove(token)
 }
 
 /// The headers that `Connection` names (RFC 9110 §7.6.1), beyond the

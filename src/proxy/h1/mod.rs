@@ -12,7 +12,6 @@
 //! of HTTP/2 clients (hyper's types) over the same upstream connections.
 
 mod bridge;
-mod send;
 mod conn;
 mod date;
 mod exchange;
@@ -20,6 +19,7 @@ mod forward;
 pub mod heads;
 mod relay;
 mod request;
+mod send;
 
-pub use send::{send, PooledBody, SendFailure};
 pub use conn::{serve, Limits, PARK_AFTER_IDLE};
+pub use send::{send, PooledBody, SendFailure};

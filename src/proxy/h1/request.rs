@@ -25,8 +25,9 @@ use crate::http1::{
     request_framing, BodyLength, HeaderKind, Headers, Method, RequestFraming, RequestHead,
 };
 use crate::proxy::access_log::{self, AccessRecord};
+use crate::proxy::decide::{decide, host_text, Decided, RequestView};
 use crate::proxy::decision::{wants_decision, Decision};
-use crate::proxy::redirect::{https_location, REDIRECT_TEXT};
+use crate::proxy::redirect::REDIRECT_TEXT;
 use crate::proxy::request_key::{request_key, HeaderSource};
 use crate::snapshot::Snapshot;
 
@@ -161,26 +162,6 @@ impl HeaderSource for RawHeaders<'_> {
     }
 }
 
-/// A Host value is visible ASCII (as `HeaderValue::to_str` wants).
-fn host_text(host: &[u8]) -> Option<&str> {
-    if host
-        .iter()
-        .all(|&b| (b' '..0x7f).contains(&b) || b == b'\t')
-    {
-        std::str::from_utf8(host).ok()
-    } else {
-        None
-    }
-}
-
-/// Whether a Host can be an authority (`host[:port]`): no whitespace, and
-/// none of the characters that end one in a URI (`/`, `?`, `#`, `@`, `\`).
-fn is_authority(host: &str) -> bool {
-    !host
-        .bytes()
-        .any(|b| matches!(b, b' ' | b'\t' | b'/' | b'?' | b'#' | b'@' | b'\\'))
-}
-
 /// Everything the request needs of its head (in `buf`): its framing, where
 /// it goes, and, when it goes to an `http1` upstream, its upstream head,
 /// written into `out`.
@@ -240,57 +221,27 @@ fn prepare(
         known.access = record();
         Plan::Answer(known, reply)
     };
-    if let Some(port) = snapshot.redirect_https(&conn.listener) {
-        return answer(
-            known,
-            match host.and_then(|host| https_location(host, port, path_and_query)) {
-                Some(location) => Reply::Redirect(location),
-                None => Reply::Error(ProxyError::BadRequest(
-                    "a redirect to https needs a valid Host",
-                )),
-            },
-        );
-    }
-    if method == Method::Connect {
-        return answer(known, Reply::Error(ProxyError::MethodNotAllowed));
-    }
-    let limit = snapshot.config.global.max_request_body;
-    if let (Some(limit), BodyLength::Exact(length)) = (limit, known.facts.framing.body) {
-        if length > limit {
-            return answer(known, Reply::Error(ProxyError::BodyTooLarge));
-        }
-    }
-    // RFC 9112 §3.2: one Host line, a valid one, and one in every HTTP/1.1 request.
-    if head.headers.values(buf, HeaderKind::Host).nth(1).is_some() {
-        return answer(
-            known,
-            Reply::Error(ProxyError::BadRequest("a request has one Host header")),
-        );
-    }
-    let host_name = match host.map(host_text) {
-        Some(Some(name)) if is_authority(name) => name,
-        Some(_) => {
-            return answer(
-                known,
-                Reply::Error(ProxyError::BadRequest("the Host header is not valid")),
-            )
-        }
-        None if !known.facts.http10 => {
-            return answer(
-                known,
-                Reply::Error(ProxyError::BadRequest(
-                    "an HTTP/1.1 request needs a Host header",
-                )),
-            )
-        }
-        None => "",
+    let request = RequestView {
+        is_connect: method == Method::Connect,
+        host,
+        host_lines: head.headers.values(buf, HeaderKind::Host).count(),
+        // An absolute-form target's host wins over Host (RFC 9112 §3.2.2).
+        host_conflicts: false,
+        needs_host: !known.facts.http10,
+        path_and_query,
+        declared_length: match known.facts.framing.body {
+            BodyLength::Exact(length) => Some(length),
+            _ => None,
+        },
+    };
+    let matched = match decide(snapshot, &conn.listener, &request) {
+        Ok(Decided::Route(matched)) => matched,
+        Ok(Decided::Redirect(location)) => return answer(known, Reply::Redirect(location)),
+        Err(error) => return answer(known, Reply::Error(error)),
     };
     let path = path_and_query
         .split_once('?')
         .map_or(path_and_query, |(path, _)| path);
-    let Some(matched) = snapshot.router.lookup(&conn.listener, host_name, path) else {
-        return answer(known, Reply::Error(ProxyError::NoRoute));
-    };
     let upstream = &snapshot.upstreams[matched.route.upstream];
     if upstream.transport.is_http2() {
         // hyper's client takes it from here, with the whole request path of
@@ -445,17 +396,6 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
-        }
-    }
-
-    #[test]
-    fn hosts_must_be_visible_ascii() {
-        assert_eq!(host_text(b"shop.example:80"), Some("shop.example:80"));
-        assert_eq!(host_text(b"sh\x01op"), None);
-        assert_eq!(host_text("café".as_bytes()), None);
-        assert!(is_authority("shop.example:80") && is_authority("[::1]:8080"));
-        for bad in ["a b", "a\tb", "a/b", "a?b", "a#b", "u@a", "a\\b"] {
-            assert!(!is_authority(bad), "{bad}");
         }
     }
 }
