@@ -110,6 +110,13 @@ fn http1_only(client: Client) -> bool {
     client == Client::Http1
 }
 
+/// hyper's HTTP/2 client sends no Host line (it names the host in
+/// `:authority`): the HTTP/2 side of such a row is
+/// `two_host_lines_over_http2_get_400`, with the `h2` crate.
+fn http1_only_here(client: Client) -> bool {
+    client == Client::Http1
+}
+
 /// `redirect_https` is a plain listener's; a TLS client is on https already.
 fn cleartext_only(client: Client) -> bool {
     client != Client::H2Tls
@@ -176,7 +183,11 @@ fn cases() -> Vec<Case> {
                     echo["path"].as_str().map(Into::into),
                     Some("/hello?x=1"),
                 )?;
-                expect_eq("host", seen(&echo, "host"), Some("conf.test"))
+                expect_eq(
+                    "host (or :authority)",
+                    echo["authority"].as_str().map(Into::into),
+                    Some("conf.test"),
+                )
             },
         },
         Case {
@@ -546,7 +557,7 @@ fn cases() -> Vec<Case> {
             path: "/",
             headers: &[("host", "conf.test")],
             upload: Upload::None,
-            applies: all,
+            applies: http1_only_here,
             check: |_, reply| status_is(reply, 400),
         },
     ]
@@ -584,8 +595,22 @@ async fn echo_backend() -> Backend {
                 .unwrap()
                 .push(value.to_str().unwrap_or("").into());
         }
+        // The host: `:authority` for an HTTP/2 upstream, else the Host line.
+        let authority = request
+            .uri()
+            .authority()
+            .map(|authority| authority.to_string())
+            .or_else(|| {
+                let host = request.headers().get("host")?;
+                host.to_str().ok().map(str::to_string)
+            });
         let method = request.method().to_string();
-        let uri = request.uri().to_string();
+        // HTTP/2 requests carry the whole URI; the path and query is what counts.
+        let uri = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .to_string();
         let body = match request.into_body().collect().await {
             Ok(body) => digest(&body.to_bytes()),
             Err(error) => format!("body error: {error}"),
@@ -593,6 +618,7 @@ async fn echo_backend() -> Backend {
         let echo = serde_json::json!({
             "method": method,
             "path": uri,
+            "authority": authority,
             "headers": headers,
             "body": body,
         });
@@ -837,4 +863,52 @@ async fn every_client_gets_the_same_outcome_from_http1_upstreams() {
 async fn every_client_gets_the_same_outcome_from_h2c_upstreams() {
     let failures = run_table("h2c").await;
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// The HTTP/2 side of "two Host lines get 400": the `h2` crate sends the
+/// lines as given (both naming the `:authority`), in cleartext and over TLS.
+#[tokio::test]
+async fn two_host_lines_over_http2_get_400() {
+    for protocol in ["http1", "h2c"] {
+        let setup = setup(protocol).await;
+        for tls in [false, true] {
+            let status = if tls {
+                let addr = setup.proxy.listener_addr("secure").unwrap();
+                let config = client_config(&setup.ca.der, &[b"h2"]);
+                let stream = tls_connect(addr, "conf.test", config).await.unwrap();
+                h2_two_hosts(stream, "https").await
+            } else {
+                let addr = setup.proxy.listener_addr("plain").unwrap();
+                h2_two_hosts(TcpStream::connect(addr).await.unwrap(), "http").await
+            };
+            assert_eq!(status, 400, "{protocol} upstream, tls {tls}");
+        }
+    }
+}
+
+/// A GET for conf.test with two `host: conf.test` lines; its status.
+async fn h2_two_hosts<S>(stream: S, scheme: &str) -> u16
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = Request::get(format!("{scheme}://conf.test/"))
+        .body(())
+        .unwrap();
+    for _ in 0..2 {
+        request
+            .headers_mut()
+            .append("host", http::HeaderValue::from_static("conf.test"));
+    }
+    let (response, _) = client.send_request(request, true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("a response within 10 s")
+        .unwrap()
+        .status()
+        .as_u16()
 }
