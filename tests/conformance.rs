@@ -21,7 +21,9 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use sha2::{Digest, Sha256};
 use support::tls::{client_config, tls_connect, CertDir, TestCa};
-use support::{backend, client, closed_port, full, send, start_proxy, Backend, TestBody};
+use support::{
+    backend, client, closed_port, full, send, start_proxy, stream_of, Backend, TestBody,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -817,12 +819,6 @@ async fn exchange(setup: &Setup, client: Client, case: &Case) -> Result<Reply, S
         Ok(Err(error)) => Err(format!("no response: {error}")),
         Err(_) => Err("no response within 20 s".into()),
     }
-}
-
-fn stream_of<T: Send + 'static>(
-    mut receiver: mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 /// Runs every case through every client to upstreams of `protocol`; the

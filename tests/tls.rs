@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use support::tls::{alpn, client_config, peer_cert, tls_backend, tls_connect, CertDir, TestCa};
-use support::{echo_backend, exchange_websocket_echoes, full, raw_exchange, TestBody};
+use support::{echo_backend, exchange_websocket_echoes, full, raw_exchange, stream_of, TestBody};
 
 /// A TLS listener `secure` with `certs`, a plain listener `plain`, one pool.
 fn tls_config(certs: &[String], servers: &[String], upstream_extra: &str) -> String {
@@ -242,7 +242,7 @@ async fn grpc_echo_backend() -> support::Backend {
             trailers.insert("grpc-message", "done".parse().unwrap());
             let _ = sender.send(Ok(Frame::trailers(trailers))).await;
         });
-        let stream = tokio_stream_from(receiver);
+        let stream = stream_of(receiver);
         Response::builder()
             .header("content-type", "application/grpc")
             .header("x-version", version)
@@ -251,13 +251,6 @@ async fn grpc_echo_backend() -> support::Backend {
             .unwrap()
     })
     .await
-}
-
-/// The receiving side of a channel as a `Stream`.
-fn tokio_stream_from<T: Send + 'static>(
-    mut receiver: mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
 
 #[tokio::test]
@@ -287,7 +280,7 @@ async fn grpc_style_streams_pass_both_ways_with_trailers_to_an_h2c_upstream() {
     let request = Request::post("https://grpc.test/echo.Echo/Stream")
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(StreamBody::new(tokio_stream_from(receiver)).boxed())
+        .body(StreamBody::new(stream_of(receiver)).boxed())
         .unwrap();
     frames
         .send(Ok(Frame::data(Bytes::from("one"))))

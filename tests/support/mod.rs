@@ -299,6 +299,13 @@ pub async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// The receiving side of a channel as a `Stream` (for `StreamBody`).
+pub fn stream_of<T: Send + 'static>(
+    mut receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
 /// Starts the proxy in-process from config text.
 pub async fn start_proxy(toml: &str) -> usherd::Proxy {
     let config = usherd::config::parse_config(toml, "test.toml").expect("test config is valid");
